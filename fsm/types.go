@@ -65,15 +65,15 @@ type EventKind uint8
 // Events. Peer messages are numbered after their IdscpMessage oneof field
 // (EvHello = 1 … EvAck = 9), as the reference keys them.
 const (
-	EvHello       EventKind = iota + 1 // peer IdscpHello; Event.Hello, Event.Dat
-	EvPeerClose                        // peer IdscpClose; Event.Close
-	EvDatExpired                       // peer IdscpDatExpired; Event.Token = fresh local DAT
-	EvDat                              // peer IdscpDat; Event.Dat
-	EvReRa                             // peer IdscpReRa
-	EvRaProver                         // peer IdscpRaProver; Event.Payload for the local verifier
-	EvRaVerifier                       // peer IdscpRaVerifier; Event.Payload for the local prover
-	EvData                             // peer IdscpData; Event.Payload, Event.Bit
-	EvAck                              // peer IdscpAck; Event.Bit
+	EvHello      EventKind = iota + 1 // peer IdscpHello; Event.Hello, Event.Dat
+	EvPeerClose                       // peer IdscpClose; Event.Close
+	EvDatExpired                      // peer IdscpDatExpired; Event.Token = fresh local DAT
+	EvDat                             // peer IdscpDat; Event.Dat
+	EvReRa                            // peer IdscpReRa
+	EvRaProver                        // peer IdscpRaProver; Event.Payload for the local verifier
+	EvRaVerifier                      // peer IdscpRaVerifier; Event.Payload for the local prover
+	EvData                            // peer IdscpData; Event.Payload, Event.Bit
+	EvAck                             // peer IdscpAck; Event.Bit
 
 	EvStart        // user: START_IDSCP_HANDSHAKE; Event.Token = local DAT
 	EvClose        // user: close (IDSCP_STOP)
