@@ -117,6 +117,7 @@ type Conn struct {
 	flushing   bool
 	shutDown   bool   // the flusher has taken the final step: closing the transport
 	dataFrame  []byte // the encoded unacknowledged data message, for retransmission
+	spentFrame []byte // an acknowledged data frame to recycle once no write uses it
 
 	sendSlot chan struct{} // held by the one Send whose message is in flight
 	acked    chan struct{} // signals the in-flight Send's ACK
@@ -194,6 +195,9 @@ func (c *Conn) stepLocked(ev fsm.Event) fsm.Result {
 		c.acts[i] = fsm.Action{} // drop references to payloads
 	}
 	if to := c.m.State(); to != from {
+		if to == fsm.Established {
+			c.reader.trusted.Store(true)
+		}
 		if c.cfg.OnStateChange != nil {
 			c.changes = append(c.changes, stateChange{from, to})
 		}
@@ -225,7 +229,7 @@ func (c *Conn) do(a *fsm.Action) {
 			c.enqueue(outFrame{b: c.dataFrame, data: true})
 			return
 		}
-		b, err := appendDataFrame(make([]byte, 0, dataFrameSize(len(a.Payload))), a.Payload, a.Bit)
+		b, err := appendDataFrame(getFrameBuf(dataFrameSize(len(a.Payload))), a.Payload, a.Bit)
 		if err != nil {
 			c.log.Error("cannot encode data", "err", err)
 			return
@@ -267,7 +271,8 @@ func (c *Conn) do(a *fsm.Action) {
 		}
 	case fsm.ActAcked:
 		c.inFlight = false
-		c.dataFrame = nil
+		c.spentFrame, c.dataFrame = c.dataFrame, nil
+		c.recycleSpent()
 		select {
 		case c.acked <- struct{}{}:
 		default:
@@ -281,6 +286,15 @@ func (c *Conn) do(a *fsm.Action) {
 		c.closeErr = &CloseError{CloseInfo: info, Err: c.chanErr}
 		c.log.Debug("connection closed", "reason", info.Reason, "cause", info.Cause.String(), "err", c.chanErr)
 		close(c.closed)
+	}
+}
+
+// recycleSpent returns an acknowledged data frame to the pool once no write
+// refers to it any more. c.mu is held.
+func (c *Conn) recycleSpent() {
+	if c.spentFrame != nil && c.dataQueued == 0 {
+		putFrameBuf(c.spentFrame)
+		c.spentFrame = nil
 	}
 }
 
@@ -355,6 +369,7 @@ func (c *Conn) flush() {
 			}
 			batch[i] = outFrame{}
 		}
+		c.recycleSpent()
 		if err != nil && !c.m.State().Closed() {
 			c.chanErr = err
 			c.stepLocked(fsm.Event{Kind: fsm.EvChannelError})

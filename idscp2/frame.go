@@ -7,6 +7,8 @@ import (
 	"io"
 	"math"
 	"net"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -43,8 +45,8 @@ func (e *FrameError) Error() string {
 var ErrFrameTimeout = errors.New("idscp2: peer stalled in the middle of a frame")
 
 // eagerAlloc is the frame size up to which the whole buffer is allocated at
-// once; larger frames grow as their bytes arrive, so an announced length
-// never reserves memory the peer has not sent.
+// once before the peer is trusted; larger frames grow as their bytes arrive,
+// so an unauthenticated length never reserves memory the peer has not sent.
 const eagerAlloc = 64 << 10
 
 // frameReader reads length-prefixed frames from a connection.
@@ -53,6 +55,10 @@ type frameReader struct {
 	limit   int
 	timeout time.Duration // progress deadline once a frame has started; 0 = none
 	prefix  [prefixLen]byte
+	// trusted is set once the peer passed DAT verification and attestation:
+	// from then on a frame's buffer is allocated whole, saving the copies of
+	// growing it (the limit still applies).
+	trusted atomic.Bool
 }
 
 // read returns the next frame. Waiting for a frame to start has no deadline
@@ -74,7 +80,11 @@ func (r *frameReader) read() ([]byte, error) {
 		defer r.conn.SetReadDeadline(time.Time{})
 	}
 	size := int(n)
-	buf := make([]byte, 0, min(size, eagerAlloc))
+	eager := eagerAlloc
+	if r.trusted.Load() {
+		eager = r.limit
+	}
+	buf := make([]byte, 0, min(size, eager))
 	for len(buf) < size {
 		if cap(buf) == len(buf) {
 			grown := make([]byte, len(buf), min(size, 2*cap(buf)))
@@ -166,6 +176,50 @@ func appendDataFrame(b, payload []byte, bit bool) ([]byte, error) {
 		b = append(b, 1)
 	}
 	return putPrefix(b, start)
+}
+
+// Large data frames are recycled through per-size-class pools: a fresh
+// multi-megabyte buffer costs page faults and zeroing on every message.
+const (
+	minPooledFrame = 64 << 10
+	frameClasses   = 10 // 64 KiB … 32 MiB
+)
+
+var framePools [frameClasses]sync.Pool
+
+func frameClass(n int) int {
+	c := 0
+	for size := minPooledFrame; size < n; size <<= 1 {
+		c++
+	}
+	return c
+}
+
+// getFrameBuf returns an empty buffer with capacity for n bytes.
+func getFrameBuf(n int) []byte {
+	if n < minPooledFrame {
+		return make([]byte, 0, n)
+	}
+	c := frameClass(n)
+	if c >= frameClasses {
+		return make([]byte, 0, n)
+	}
+	if p, ok := framePools[c].Get().(*[]byte); ok {
+		return (*p)[:0]
+	}
+	return make([]byte, 0, minPooledFrame<<c)
+}
+
+// putFrameBuf recycles a buffer from getFrameBuf.
+func putFrameBuf(b []byte) {
+	if cap(b) < minPooledFrame {
+		return
+	}
+	c := frameClass(cap(b))
+	if c >= frameClasses || minPooledFrame<<c != cap(b) {
+		return
+	}
+	framePools[c].Put(&b)
 }
 
 // Framed ACKs never change; they are written from these.
