@@ -122,6 +122,30 @@ func (c *Conn) Ready(ctx context.Context) error {
 	}
 }
 
+// waitEstablished waits for the first ESTABLISHED. Unlike Ready it succeeds
+// even if the connection has closed since: a peer may close right after the
+// handshake, and that is the caller's first Recv's news, not a failed dial.
+func (c *Conn) waitEstablished(ctx context.Context) error {
+	select {
+	case <-c.established:
+		return nil
+	default:
+	}
+	select {
+	case <-c.established:
+		return nil
+	case <-c.closed:
+		select {
+		case <-c.established:
+			return nil
+		default:
+			return c.closeErr
+		}
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // ReAttest asks for a new attestation of the peer (the reference's
 // repeatRa). Sends wait until it completes.
 func (c *Conn) ReAttest() error {

@@ -65,7 +65,14 @@ func BenchmarkHandshake(b *testing.B) {
 			if err != nil {
 				return
 			}
-			go c.Close()
+			go func() { // serve until the client closes
+				for {
+					if _, err := c.Recv(ctx); err != nil {
+						break
+					}
+				}
+				c.Close()
+			}()
 		}
 	}()
 	b.ResetTimer()

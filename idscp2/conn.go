@@ -116,6 +116,7 @@ type Conn struct {
 	dataQueued int // IdscpData frames in outq or being written
 	flushing   bool
 	shutDown   bool   // the flusher has taken the final step: closing the transport
+	smallQueue bool   // what unlockAndFlush is about to write fits smallWrite
 	dataFrame  []byte // the encoded unacknowledged data message, for retransmission
 	spentFrame []byte // an acknowledged data frame to recycle once no write uses it
 
@@ -127,10 +128,11 @@ type Conn struct {
 	recvNotify chan struct{}
 	heldAck    *bool // an ACK withheld while recvq is full
 
-	closed   chan struct{} // closed when the machine locks
-	done     chan struct{} // closed when every goroutine of the connection has exited
-	doneOnce sync.Once
-	wg       sync.WaitGroup // reader, flusher, drivers
+	established chan struct{} // closed when first ESTABLISHED
+	closed      chan struct{} // closed when the machine locks
+	done        chan struct{} // closed when every goroutine of the connection has exited
+	doneOnce    sync.Once
+	wg          sync.WaitGroup // reader, flusher, drivers
 }
 
 type stateChange struct{ from, to fsm.State }
@@ -138,19 +140,20 @@ type stateChange struct{ from, to fsm.State }
 func newConn(tc *tls.Conn, cfg *Config, client bool, localCert *x509.Certificate) *Conn {
 	cs := tc.ConnectionState()
 	c := &Conn{
-		cfg:        cfg,
-		tc:         tc,
-		reader:     frameReader{conn: tc, limit: cfg.MaxFrameSize, timeout: cfg.FrameTimeout},
-		localCert:  localCert,
-		peerCert:   cs.PeerCertificates[0],
-		client:     client,
-		m:          fsm.New(cfg.fsmConfig()),
-		stateCh:    make(chan struct{}),
-		sendSlot:   make(chan struct{}, 1),
-		acked:      make(chan struct{}, 1),
-		recvNotify: make(chan struct{}, 1),
-		closed:     make(chan struct{}),
-		done:       make(chan struct{}),
+		cfg:         cfg,
+		tc:          tc,
+		reader:      frameReader{conn: tc, limit: cfg.MaxFrameSize, timeout: cfg.FrameTimeout},
+		localCert:   localCert,
+		peerCert:    cs.PeerCertificates[0],
+		client:      client,
+		m:           fsm.New(cfg.fsmConfig()),
+		stateCh:     make(chan struct{}),
+		sendSlot:    make(chan struct{}, 1),
+		acked:       make(chan struct{}, 1),
+		recvNotify:  make(chan struct{}, 1),
+		closed:      make(chan struct{}),
+		established: make(chan struct{}),
+		done:        make(chan struct{}),
 	}
 	role := "server"
 	if client {
@@ -195,8 +198,9 @@ func (c *Conn) stepLocked(ev fsm.Event) fsm.Result {
 		c.acts[i] = fsm.Action{} // drop references to payloads
 	}
 	if to := c.m.State(); to != from {
-		if to == fsm.Established {
+		if to == fsm.Established && !c.reader.trusted.Load() {
 			c.reader.trusted.Store(true)
+			close(c.established)
 		}
 		if c.cfg.OnStateChange != nil {
 			c.changes = append(c.changes, stateChange{from, to})
@@ -307,14 +311,16 @@ func (c *Conn) enqueue(f outFrame) {
 }
 
 // unlockAndFlush releases c.mu, reports state changes and writes what the
-// step queued. mayWrite says whether this goroutine may block in a write:
-// the reader must not (if both peers' readers blocked writing to each other
-// with full buffers, neither would ever read again), so it hands the writing
-// to a flusher goroutine.
-func (c *Conn) unlockAndFlush(mayWrite bool) {
+// step queued. mayBlock says whether this goroutine may block in a write.
+// The reader must not: if both peers' readers blocked writing to each other
+// with full buffers, neither would ever read again. It writes only small
+// control frames, and only when the kernel send queue is empty so the write
+// cannot block; otherwise a flusher goroutine writes.
+func (c *Conn) unlockAndFlush(mayBlock bool) {
 	changes := c.changes
 	c.changes = nil
 	start := !c.flushing && (len(c.outq) > 0 || c.m.State() == fsm.ClosedLocked && !c.shutDown)
+	c.smallQueue = c.outBytes <= smallWrite
 	if start {
 		c.flushing = true
 		c.wg.Add(1)
@@ -326,12 +332,19 @@ func (c *Conn) unlockAndFlush(mayWrite bool) {
 	if !start {
 		return
 	}
-	if mayWrite {
-		c.flush()
-	} else {
-		go c.flush()
+	switch {
+	case mayBlock:
+		c.flush(false)
+	case c.smallQueue && sendQueueEmpty(c.tc.NetConn()):
+		c.flush(true)
+	default:
+		go c.flush(false)
 	}
 }
+
+// smallWrite bounds what a reader writes itself (see unlockAndFlush): far
+// below the smallest socket send buffer Linux allows (4608 bytes).
+const smallWrite = 1024
 
 // coalesceLimit is the size up to which queued frames are joined into one
 // write: fewer TLS records and syscalls for ACK+data bursts.
@@ -339,13 +352,20 @@ const coalesceLimit = 32 << 10
 
 // flush writes queued frames until the queue is empty. Only one flush runs
 // at a time (c.flushing). Once the machine is locked and the queue drained,
-// it closes the transport.
-func (c *Conn) flush() {
+// it closes the transport. With oneBatch (the reader's small inline write),
+// anything queued meanwhile is left to a flusher goroutine.
+func (c *Conn) flush(oneBatch bool) {
 	defer c.wg.Done()
 	var batch []outFrame
 	var joined []byte
-	for {
+	for n := 0; ; n++ {
 		c.mu.Lock()
+		if n > 0 && oneBatch && len(c.outq) > 0 {
+			c.wg.Add(1)
+			c.mu.Unlock()
+			go c.flush(false)
+			return
+		}
 		if len(c.outq) == 0 {
 			c.flushing = false
 			closing := c.m.State() == fsm.ClosedLocked && !c.shutDown

@@ -32,7 +32,7 @@ func Dial(ctx context.Context, network, addr string, cfg *Config) (*Conn, error)
 	}
 	c := newConn(nc.(*tls.Conn), rc, true, hs.localCert)
 	c.start(hctx)
-	if err := c.Ready(hctx); err != nil {
+	if err := c.waitEstablished(hctx); err != nil {
 		c.Close()
 		if ce := c.Err(); ce != nil {
 			err = ce
@@ -179,7 +179,7 @@ func (l *Listener) handshake(nc net.Conn) (*Conn, error) {
 	}
 	c := newConn(tc, l.cfg, false, hs.localCert)
 	c.start(ctx)
-	if err := c.Ready(ctx); err != nil {
+	if err := c.waitEstablished(ctx); err != nil {
 		c.Close()
 		if ce := c.Err(); ce != nil {
 			return nil, ce
