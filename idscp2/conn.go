@@ -116,7 +116,6 @@ type Conn struct {
 	dataQueued int // IdscpData frames in outq or being written
 	flushing   bool
 	shutDown   bool   // the flusher has taken the final step: closing the transport
-	smallQueue bool   // what unlockAndFlush is about to write fits smallWrite
 	dataFrame  []byte // the encoded unacknowledged data message, for retransmission
 	spentFrame []byte // an acknowledged data frame to recycle once no write uses it
 
@@ -320,7 +319,7 @@ func (c *Conn) unlockAndFlush(mayBlock bool) {
 	changes := c.changes
 	c.changes = nil
 	start := !c.flushing && (len(c.outq) > 0 || c.m.State() == fsm.ClosedLocked && !c.shutDown)
-	c.smallQueue = c.outBytes <= smallWrite
+	small := c.outBytes <= smallWrite // read after Unlock: must be a local
 	if start {
 		c.flushing = true
 		c.wg.Add(1)
@@ -335,7 +334,7 @@ func (c *Conn) unlockAndFlush(mayBlock bool) {
 	switch {
 	case mayBlock:
 		c.flush(false)
-	case c.smallQueue && sendQueueEmpty(c.tc.NetConn()):
+	case small && sendQueueEmpty(c.tc.NetConn()):
 		c.flush(true)
 	default:
 		go c.flush(false)
@@ -639,10 +638,22 @@ func (c *Conn) eventFor(frame []byte) (fsm.Event, bool) {
 	return fsm.Event{}, false
 }
 
+// wantsDat reports whether the machine would verify a DAT arriving now. If
+// so, the handshake timer is suspended: the reference cancels it when the
+// Hello or requested DAT arrives, before verifying, so a slow DAPS cannot
+// turn a timely message into a timeout. The machine cancels it for good
+// when it steps the message.
 func (c *Conn) wantsDat(hello bool) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.m.WantsDat(hello)
+	if !c.m.WantsDat(hello) {
+		return false
+	}
+	c.timerArmed[fsm.TimerHandshake] = false
+	if t := c.timers[fsm.TimerHandshake]; t != nil {
+		t.Stop()
+	}
+	return true
 }
 
 // verifyDat checks a peer DAT; the identity is kept aside until the event

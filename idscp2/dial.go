@@ -24,15 +24,18 @@ func Dial(ctx context.Context, network, addr string, cfg *Config) (*Conn, error)
 	}
 	hs := &handshakeState{}
 	d := tls.Dialer{Config: rc.clientTLS(host, hs)}
-	hctx, cancel := context.WithTimeout(ctx, rc.HandshakeTimeout)
+	// The handshake timeout bounds TCP and TLS here; from Hello on, the
+	// machine's own timers bound each phase, as in the reference, so a
+	// timeout is reported to the peer with IdscpClose{TIMEOUT}.
+	tctx, cancel := context.WithTimeout(ctx, rc.HandshakeTimeout)
 	defer cancel()
-	nc, err := d.DialContext(hctx, network, addr)
+	nc, err := d.DialContext(tctx, network, addr)
 	if err != nil {
 		return nil, fmt.Errorf("idscp2: dial %s: %w", addr, err)
 	}
 	c := newConn(nc.(*tls.Conn), rc, true, hs.localCert)
-	c.start(hctx)
-	if err := c.waitEstablished(hctx); err != nil {
+	c.start(ctx)
+	if err := c.waitEstablished(ctx); err != nil {
 		c.Close()
 		if ce := c.Err(); ce != nil {
 			err = ce
@@ -169,17 +172,17 @@ func (l *Listener) acceptLoop() {
 }
 
 func (l *Listener) handshake(nc net.Conn) (*Conn, error) {
-	ctx, cancel := context.WithTimeout(l.ctx, l.cfg.HandshakeTimeout)
+	tctx, cancel := context.WithTimeout(l.ctx, l.cfg.HandshakeTimeout)
 	defer cancel()
 	hs := &handshakeState{}
 	tc := tls.Server(nc, l.cfg.serverTLS(nc.RemoteAddr(), hs))
-	if err := tc.HandshakeContext(ctx); err != nil {
+	if err := tc.HandshakeContext(tctx); err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("TLS handshake: %w", err)
 	}
 	c := newConn(tc, l.cfg, false, hs.localCert)
-	c.start(ctx)
-	if err := c.waitEstablished(ctx); err != nil {
+	c.start(l.ctx)
+	if err := c.waitEstablished(l.ctx); err != nil {
 		c.Close()
 		if ce := c.Err(); ce != nil {
 			return nil, ce
