@@ -376,9 +376,9 @@ func (s *stepper) step(ev Event) Result {
 	case EvClose:
 		return s.closeWith(pb.IdscpClose_USER_SHUTDOWN, msgUserClose, "closed by this side")
 	case EvChannelEOF:
-		s.send(closeMsg(pb.IdscpClose_USER_SHUTDOWN, msgUserClose))
-		return s.shutdown(CloseInfo{Cause: pb.IdscpClose_USER_SHUTDOWN, Message: msgUserClose, Sent: true, Remote: true,
-			Reason: "peer closed the secure channel without IdscpClose"})
+		// The reference runs its user-close path here, but its channel no
+		// longer writes once the reader saw EOF: nothing goes on the wire.
+		return s.shutdown(CloseInfo{Remote: true, Reason: "peer closed the secure channel without IdscpClose"})
 	case EvPeerClose:
 		return s.shutdown(CloseInfo{Cause: ev.Close.GetCauseCode(), Message: ev.Close.GetCauseMsg(), Remote: true,
 			Reason: "peer sent IdscpClose"})
@@ -825,7 +825,7 @@ func (s *stepper) sendVerifierMsg(ev Event) Result {
 
 // toProver hands the peer verifier's message to the running prover. With no
 // prover running the message has no reader and is dropped; the reference
-// would fail the connection instead (documented in docs/protocol.md).
+// queues it for a driver that never reads it, which comes to the same.
 func (s *stepper) toProver(ev Event) Result {
 	if !s.m.proverRunning {
 		return Ignored
