@@ -2,6 +2,7 @@ package idscp2
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"net"
 
@@ -52,7 +53,12 @@ func (c *Conn) Send(ctx context.Context, payload []byte) error {
 			case <-ctx.Done():
 				return ctx.Err()
 			case <-c.closed:
-				return &SendError{Err: c.closeErr}
+				select { // the ACK may have come with the peer's close
+				case <-c.acked:
+					return nil
+				default:
+					return &SendError{Err: c.closeErr}
+				}
 			}
 		}
 		changed := c.stateCh
@@ -80,7 +86,7 @@ func (c *Conn) Recv(ctx context.Context) ([]byte, error) {
 			if len(c.recvq) == 0 {
 				c.recvq = c.recvq[:0:0]
 			}
-			if c.heldAck != nil && len(c.recvq) < c.cfg.RecvQueue && !c.m.State().Closed() {
+			if c.heldAck != nil && len(c.recvq) <= c.cfg.RecvQueue && !c.m.State().Closed() {
 				c.enqueue(outFrame{b: ackFrame(*c.heldAck)})
 				c.heldAck = nil
 			}
@@ -212,6 +218,9 @@ func (c *Conn) PeerCertificate() *x509.Certificate { return c.peerCert }
 
 // LocalCertificate returns the TLS leaf certificate this side presented.
 func (c *Conn) LocalCertificate() *x509.Certificate { return c.localCert }
+
+// ConnectionState returns the TLS state (version, cipher suite, peer chain).
+func (c *Conn) ConnectionState() tls.ConnectionState { return c.tc.ConnectionState() }
 
 // RemoteAddr and LocalAddr return the transport addresses.
 func (c *Conn) RemoteAddr() net.Addr { return c.tc.RemoteAddr() }

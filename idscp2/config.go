@@ -56,8 +56,9 @@ type Config struct {
 	FrameTimeout time.Duration
 	// WriteTimeout bounds each write to the peer.
 	WriteTimeout time.Duration
-	// RecvQueue is how many delivered messages may wait for Recv before this
-	// side withholds ACKs, which stops the peer from sending more.
+	// RecvQueue is how many delivered messages may wait for Recv with their
+	// ACKs sent; the ACK of one more is withheld until Recv makes room,
+	// which stops the peer from sending.
 	RecvQueue int
 
 	// CertExpiryWindow refuses peer certificates that expire sooner than

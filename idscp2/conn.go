@@ -241,7 +241,7 @@ func (c *Conn) do(a *fsm.Action) {
 		c.inFlight = true
 		c.enqueue(outFrame{b: b, data: true})
 	case fsm.ActSendAck:
-		if len(c.recvq) >= c.cfg.RecvQueue {
+		if len(c.recvq) > c.cfg.RecvQueue {
 			bit := a.Bit
 			c.heldAck = &bit // sent when Recv makes room: back-pressure on the peer
 			return
