@@ -30,8 +30,19 @@ proto:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 
-demo:
-	$(GO) run ./cmd/idscp2-sidecar demo
+## demo: two IDSCP2 peers on loopback exchange messages through the tunnel
+## (throw-away PKI, NullDaps, Dummy2). Replaced by the sidecar demo later.
+demo: build
+	@set -e; dir=$$(mktemp -d); trap 'kill $$lpid 2>/dev/null || true; rm -rf "$$dir"' EXIT; \
+	$(GO) run ./testdata/genpki.go -out "$$dir" >/dev/null; \
+	bin/idscp2 listen --addr 127.0.0.1:0 --addr-file "$$dir/addr" --echo --once --daps null \
+	  --cert "$$dir/server.pem" --key "$$dir/server-key.pem" --ca "$$dir/ca.pem" >"$$dir/server.out" 2>"$$dir/server.err" & lpid=$$!; \
+	for i in $$(seq 50); do [ -s "$$dir/addr" ] && break; sleep 0.1; done; \
+	port=$$(sed 's/.*://' "$$dir/addr"); \
+	echo "== client: two lines through IDSCP2 to localhost:$$port (echoed back)"; \
+	printf 'hello, data space\nsecond message\n' | bin/idscp2 connect --addr "localhost:$$port" --daps null --linger 500ms \
+	  --cert "$$dir/client.pem" --key "$$dir/client-key.pem" --ca "$$dir/ca.pem"; \
+	wait $$lpid; echo "== server saw:"; cat "$$dir/server.err" "$$dir/server.out"
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzFrameReader -fuzztime $(FUZZTIME) ./idscp2
