@@ -62,22 +62,41 @@ type frameReader struct {
 }
 
 // read returns the next frame. Waiting for a frame to start has no deadline
-// (IDSCP2 connections may idle); once its prefix arrived, every chunk must
-// arrive within the frame timeout. The returned slice is newly allocated and
-// owned by the caller.
+// (IDSCP2 connections may idle); once its first byte arrived, every chunk
+// must arrive within the frame timeout. The returned slice is newly
+// allocated and owned by the caller.
 func (r *frameReader) read() ([]byte, error) {
-	if _, err := io.ReadFull(r.conn, r.prefix[:]); err != nil {
-		if errors.Is(err, io.ErrUnexpectedEOF) {
+	got := 0
+	for got == 0 {
+		m, err := r.conn.Read(r.prefix[:])
+		got = m
+		if err != nil && got == 0 {
+			return nil, err
+		}
+	}
+	if r.timeout > 0 {
+		defer r.conn.SetReadDeadline(time.Time{})
+	}
+	for got < prefixLen {
+		if r.timeout > 0 {
+			r.conn.SetReadDeadline(time.Now().Add(r.timeout))
+		}
+		m, err := r.conn.Read(r.prefix[got:])
+		got += m
+		if err != nil && got < prefixLen {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				return nil, fmt.Errorf("%w (%d of %d prefix bytes after %s)", ErrFrameTimeout, got, prefixLen, r.timeout)
+			}
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
 			return nil, fmt.Errorf("idscp2: truncated frame prefix: %w", err)
 		}
-		return nil, err
 	}
 	n := int64(int32(binary.BigEndian.Uint32(r.prefix[:])))
 	if n < 0 || n > int64(r.limit) {
 		return nil, &FrameError{Length: n, Limit: r.limit}
-	}
-	if r.timeout > 0 {
-		defer r.conn.SetReadDeadline(time.Time{})
 	}
 	size := int(n)
 	eager := eagerAlloc
@@ -235,10 +254,11 @@ func ackFrame(bit bool) []byte {
 	return ackFrameFalse
 }
 
-// decodeData recognises the canonical encoding of an IdscpData frame, the
-// only one real peers send, and returns its payload aliasing frame (no
-// copy). Anything else reports ok=false and goes through proto.Unmarshal,
-// which accepts every valid encoding.
+// decodeData recognises the layout every real peer sends for an IdscpData
+// frame (payload field, then bit field, each at most once; varints may be
+// padded) and returns its payload aliasing frame (no copy). Anything else
+// reports ok=false and goes through proto.Unmarshal, which accepts every
+// valid encoding; a fuzz target checks that both agree.
 func decodeData(frame []byte) (payload []byte, bit, ok bool) {
 	num, typ, n := protowire.ConsumeTag(frame)
 	if n < 0 || num != fieldData || typ != protowire.BytesType {

@@ -333,7 +333,10 @@ func (d *localDriver) renewLocked() error {
 		return err
 	}
 	d.token = tok
-	d.renewAt = now.Add(time.Duration(float64(d.lifetime) * d.threshold))
+	// exp is whole seconds (rounded down), so renew against it, not against
+	// the nominal lifetime: a token must never be served past its exp.
+	exp := time.Unix(now.Add(d.lifetime).Unix(), 0)
+	d.renewAt = now.Add(time.Duration(float64(exp.Sub(now)) * d.threshold))
 	return nil
 }
 
