@@ -89,6 +89,42 @@ func BenchmarkHandshake(b *testing.B) {
 	})
 }
 
+// BenchmarkConnect measures connect → ESTABLISHED latency for one client
+// at a time (same set-up as BenchmarkHandshake).
+func BenchmarkConnect(b *testing.B) {
+	iss := benchIssuer(b)
+	ln := listen(b, localDatConfig(b, iss, testPKI.Server))
+	clientCfg := localDatConfig(b, iss, testPKI.Client)
+	addr := dialAddr(ln)
+	ctx := context.Background()
+	go func() {
+		for {
+			c, err := ln.Accept(ctx)
+			if err != nil {
+				return
+			}
+			go func() {
+				for {
+					if _, err := c.Recv(ctx); err != nil {
+						break
+					}
+				}
+				c.Close()
+			}()
+		}
+	}()
+	b.ResetTimer()
+	for range b.N {
+		c, err := Dial(ctx, "tcp", addr, clientCfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		c.Close()
+		b.StartTimer()
+	}
+}
+
 // BenchmarkSend measures one connection's throughput: each op is one Send,
 // which returns when the peer has acknowledged the message.
 func BenchmarkSend(b *testing.B) {
