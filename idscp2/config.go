@@ -88,6 +88,8 @@ type Config struct {
 	// OnHandshakeError, if set, is told about every handshake a Listener
 	// failed, which Accept never returns.
 	OnHandshakeError func(remote net.Addr, err error)
+	// Observer receives counts for metrics; nil means none.
+	Observer Observer
 }
 
 // resolved returns a copy with defaults filled in, or an error naming the
@@ -135,6 +137,9 @@ func (c *Config) resolved() (*Config, error) {
 	}
 	if r.Logger == nil {
 		r.Logger = slog.Default()
+	}
+	if r.Observer == nil {
+		r.Observer = nopObserver{}
 	}
 	return &r, nil
 }

@@ -223,12 +223,14 @@ func (c *Conn) do(a *fsm.Action) {
 			c.log.Error("cannot encode message", "err", err)
 			return
 		}
+		c.cfg.Observer.Message(true, MessageKind(a.Msg), len(b))
 		c.enqueue(outFrame{b: b})
 	case fsm.ActSendData:
 		if a.Retransmit {
 			if c.dataQueued > 0 {
 				return // the previous copy is still on its way out
 			}
+			c.cfg.Observer.Message(true, "data_retransmit", len(c.dataFrame))
 			c.enqueue(outFrame{b: c.dataFrame, data: true})
 			return
 		}
@@ -239,6 +241,7 @@ func (c *Conn) do(a *fsm.Action) {
 		}
 		c.dataFrame = b
 		c.inFlight = true
+		c.cfg.Observer.Message(true, "data", len(b))
 		c.enqueue(outFrame{b: b, data: true})
 	case fsm.ActSendAck:
 		if len(c.recvq) > c.cfg.RecvQueue {
@@ -246,6 +249,7 @@ func (c *Conn) do(a *fsm.Action) {
 			c.heldAck = &bit // sent when Recv makes room: back-pressure on the peer
 			return
 		}
+		c.cfg.Observer.Message(true, "ack", len(ackFrame(a.Bit)))
 		c.enqueue(outFrame{b: ackFrame(a.Bit)})
 	case fsm.ActStartTimer:
 		c.startTimer(a.Timer, a.After, a.Gen)
@@ -289,6 +293,7 @@ func (c *Conn) do(a *fsm.Action) {
 		c.closeErr = &CloseError{CloseInfo: info, Err: c.chanErr}
 		c.log.Debug("connection closed", "reason", info.Reason, "cause", info.Cause.String(), "err", c.chanErr)
 		close(c.closed)
+		c.cfg.Observer.Closed(c, c.closeErr)
 	}
 }
 
@@ -501,10 +506,12 @@ func (c *Conn) startDriver(prover bool, suite string, gen uint64) *driverRun {
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
+		start := time.Now()
 		err := runFn()
 		if ctx.Err() != nil {
 			return // stopped: the machine no longer waits for this run
 		}
+		c.cfg.Observer.Attestation(prover, suite, time.Since(start), err)
 		kind := okKind
 		if err != nil {
 			kind = failKind
@@ -598,14 +605,18 @@ func (c *Conn) readLoop() {
 // verification, local DAT fetch) first. ok is false for frames that are
 // dropped, as the reference drops unparseable or empty messages.
 func (c *Conn) eventFor(frame []byte) (fsm.Event, bool) {
+	obs := c.cfg.Observer
 	if payload, bit, ok := decodeData(frame); ok {
+		obs.Message(false, "data", len(frame)+prefixLen)
 		return fsm.Event{Kind: fsm.EvData, Payload: payload, Bit: bit}, true
 	}
 	msg, err := decodeMessage(frame)
 	if err != nil {
+		obs.Dropped("unparseable")
 		c.log.Warn("dropping unparseable IDSCP2 message", "len", len(frame), "err", err)
 		return fsm.Event{}, false
 	}
+	obs.Message(false, MessageKind(msg), len(frame)+prefixLen)
 	switch v := msg.GetMessage().(type) {
 	case *pb.IdscpMessage_IdscpHello:
 		ev := fsm.Event{Kind: fsm.EvHello, Hello: v.IdscpHello}
@@ -634,6 +645,7 @@ func (c *Conn) eventFor(frame []byte) (fsm.Event, bool) {
 	case *pb.IdscpMessage_IdscpAck:
 		return fsm.Event{Kind: fsm.EvAck, Bit: v.IdscpAck.GetAlternatingBit()}, true
 	}
+	obs.Dropped("empty")
 	c.log.Debug("dropping IDSCP2 message without content")
 	return fsm.Event{}, false
 }
@@ -663,13 +675,16 @@ func (c *Conn) verifyDat(token []byte) fsm.DatCheck {
 	defer cancel()
 	id, err := c.cfg.DAT.Verify(ctx, token, c.peerCert)
 	if err != nil {
+		c.cfg.Observer.DatVerified(dat.ReasonOf(err))
 		c.log.Warn("peer DAT refused", "reason", string(dat.ReasonOf(err)), "err", err)
 		return fsm.DatCheck{Reason: err.Error()}
 	}
 	renew := id.RenewIn(time.Now(), c.cfg.DAT.RenewalThreshold())
 	if renew <= 0 {
+		c.cfg.Observer.DatVerified(dat.ReasonExpired)
 		return fsm.DatCheck{Reason: "DAT has no remaining validity"}
 	}
+	c.cfg.Observer.DatVerified("")
 	c.mu.Lock()
 	c.pendingID = id
 	c.mu.Unlock()

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"time"
 )
 
 // Dial connects to an IDSCP2 server at addr ("host:port"), runs the TLS and
@@ -22,6 +23,13 @@ func Dial(ctx context.Context, network, addr string, cfg *Config) (*Conn, error)
 	if err != nil {
 		return nil, fmt.Errorf("idscp2: dial %s: %w", addr, err)
 	}
+	start := time.Now()
+	c, err := dial(ctx, network, addr, host, rc)
+	rc.Observer.Handshake(true, time.Since(start), err)
+	return c, err
+}
+
+func dial(ctx context.Context, network, addr, host string, rc *Config) (*Conn, error) {
 	hs := &handshakeState{}
 	d := tls.Dialer{Config: rc.clientTLS(host, hs)}
 	// The handshake timeout bounds TCP and TLS here; from Hello on, the
@@ -34,6 +42,7 @@ func Dial(ctx context.Context, network, addr string, cfg *Config) (*Conn, error)
 		return nil, fmt.Errorf("idscp2: dial %s: %w", addr, err)
 	}
 	c := newConn(nc.(*tls.Conn), rc, true, hs.localCert)
+	rc.Observer.Opened(c)
 	c.start(ctx)
 	if err := c.waitEstablished(ctx); err != nil {
 		c.Close()
@@ -153,7 +162,9 @@ func (l *Listener) acceptLoop() {
 		l.wg.Add(1)
 		go func() {
 			defer l.wg.Done()
+			start := time.Now()
 			c, err := l.handshake(nc)
+			l.cfg.Observer.Handshake(false, time.Since(start), err)
 			<-l.slots
 			if err != nil {
 				l.cfg.Logger.Info("IDSCP2 handshake failed", "peer", nc.RemoteAddr().String(), "err", err)
@@ -178,9 +189,10 @@ func (l *Listener) handshake(nc net.Conn) (*Conn, error) {
 	tc := tls.Server(nc, l.cfg.serverTLS(nc.RemoteAddr(), hs))
 	if err := tc.HandshakeContext(tctx); err != nil {
 		nc.Close()
-		return nil, fmt.Errorf("TLS handshake: %w", err)
+		return nil, fmt.Errorf("%w: %w", errTLS, err)
 	}
 	c := newConn(tc, l.cfg, false, hs.localCert)
+	l.cfg.Observer.Opened(c)
 	c.start(l.ctx)
 	if err := c.waitEstablished(l.ctx); err != nil {
 		c.Close()
