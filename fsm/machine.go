@@ -116,11 +116,12 @@ type Config struct {
 
 // CloseInfo records why the machine closed.
 type CloseInfo struct {
-	Cause   pb.IdscpClose_CloseCause // sent (Sent) or received (Remote) cause
-	Message string                   // sent or received cause_msg
-	Sent    bool                     // this side sent IdscpClose
-	Remote  bool                     // the peer ended the connection
-	Reason  string                   // what happened, for logs and errors
+	Cause    pb.IdscpClose_CloseCause // sent (Sent) or received (Remote) cause
+	Message  string                   // sent or received cause_msg
+	Sent     bool                     // this side sent IdscpClose
+	Received bool                     // the peer sent IdscpClose
+	Remote   bool                     // the peer ended the connection (IdscpClose or EOF)
+	Reason   string                   // what happened, for logs and errors
 }
 
 // Machine is one connection's state machine. It is not safe for concurrent
@@ -380,7 +381,7 @@ func (s *stepper) step(ev Event) Result {
 		// longer writes once the reader saw EOF: nothing goes on the wire.
 		return s.shutdown(CloseInfo{Remote: true, Reason: "peer closed the secure channel without IdscpClose"})
 	case EvPeerClose:
-		return s.shutdown(CloseInfo{Cause: ev.Close.GetCauseCode(), Message: ev.Close.GetCauseMsg(), Remote: true,
+		return s.shutdown(CloseInfo{Cause: ev.Close.GetCauseCode(), Message: ev.Close.GetCauseMsg(), Received: true, Remote: true,
 			Reason: "peer sent IdscpClose"})
 	case EvHandshakeTimeout, EvProverTimeout, EvVerifierTimeout, EvRaTimeout, EvDatTimeout, EvAckTimeout:
 		t := timerOf(ev.Kind)

@@ -219,6 +219,9 @@ func (c *Conn) PeerCertificate() *x509.Certificate { return c.peerCert }
 // LocalCertificate returns the TLS leaf certificate this side presented.
 func (c *Conn) LocalCertificate() *x509.Certificate { return c.localCert }
 
+// IsClient reports whether this side dialled the connection.
+func (c *Conn) IsClient() bool { return c.client }
+
 // ConnectionState returns the TLS state (version, cipher suite, peer chain).
 func (c *Conn) ConnectionState() tls.ConnectionState { return c.tc.ConnectionState() }
 

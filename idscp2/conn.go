@@ -36,7 +36,7 @@ func (e *CloseError) Error() string {
 	switch {
 	case e.Sent && !e.Remote:
 		s += fmt.Sprintf(" (sent %s %q)", e.Cause, e.Message)
-	case e.Remote && !e.Sent:
+	case e.Received:
 		s += fmt.Sprintf(" (peer sent %s %q)", e.Cause, e.Message)
 	case !e.Sent && !e.Remote && e.Cause != pb.IdscpClose_USER_SHUTDOWN:
 		s += fmt.Sprintf(" (%s, no IdscpClose sent, as the reference)", e.Cause)
