@@ -2,7 +2,7 @@ GO        ?= go
 PKGS      := ./...
 FUZZTIME  ?= 20s
 
-.PHONY: all build test lint proto bench demo fuzz testpki clean
+.PHONY: all build test lint proto bench demo demo-idscp2 fuzz testpki clean
 
 all: build
 
@@ -30,9 +30,14 @@ proto:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 
-## demo: two IDSCP2 peers on loopback exchange messages through the tunnel
-## (throw-away PKI, NullDaps, Dummy2). Replaced by the sidecar demo later.
-demo: build
+## demo: the embedded default: throw-away PKI, built-in DAPS, a sample
+## provider service and two sidecars peered over IDSCP2 on loopback; one plain
+## HTTP and one IDS multipart request through the tunnel. Needs only Go.
+demo:
+	$(GO) run ./cmd/idscp2-sidecar demo
+
+## demo-idscp2: the bare protocol tool: two IDSCP2 peers exchange lines.
+demo-idscp2: build
 	@set -e; dir=$$(mktemp -d); trap 'kill $$lpid 2>/dev/null || true; rm -rf "$$dir"' EXIT; \
 	$(GO) run ./testdata/genpki.go -out "$$dir" >/dev/null; \
 	bin/idscp2 listen --addr 127.0.0.1:0 --addr-file "$$dir/addr" --echo --once --daps null \

@@ -34,8 +34,11 @@ type Config struct {
 	// asked on every handshake instead, so certificates can be reloaded.
 	Certificate    *tls.Certificate
 	GetCertificate func() (*tls.Certificate, error)
-	// Roots are the CAs the peer's certificate must chain to.
-	Roots *x509.CertPool
+	// Roots are the CAs the peer's certificate must chain to. GetRoots, if
+	// set, is asked on every handshake instead, so the CA bundle can be
+	// reloaded.
+	Roots    *x509.CertPool
+	GetRoots func() *x509.CertPool
 
 	// DAT issues this side's DAT and verifies the peer's.
 	DAT dat.Driver
@@ -102,8 +105,8 @@ func (c *Config) resolved() (*Config, error) {
 	if r.Certificate == nil && r.GetCertificate == nil {
 		return nil, errors.New("idscp2: Config needs Certificate or GetCertificate")
 	}
-	if r.Roots == nil {
-		return nil, errors.New("idscp2: Config needs Roots to verify peers")
+	if r.Roots == nil && r.GetRoots == nil {
+		return nil, errors.New("idscp2: Config needs Roots or GetRoots to verify peers")
 	}
 	if r.DAT == nil {
 		return nil, errors.New("idscp2: Config needs a DAT driver (dat.NewNull for tests)")

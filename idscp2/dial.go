@@ -15,13 +15,19 @@ import (
 // server certificate's SANs must match host unless
 // Config.SkipHostnameVerification is set.
 func Dial(ctx context.Context, network, addr string, cfg *Config) (*Conn, error) {
-	rc, err := cfg.resolved()
-	if err != nil {
-		return nil, err
-	}
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("idscp2: dial %s: %w", addr, err)
+	}
+	return DialServerName(ctx, network, addr, host, cfg)
+}
+
+// DialServerName is Dial with the server certificate checked against host
+// instead of the host part of addr (a load balancer's address, say).
+func DialServerName(ctx context.Context, network, addr, host string, cfg *Config) (*Conn, error) {
+	rc, err := cfg.resolved()
+	if err != nil {
+		return nil, err
 	}
 	start := time.Now()
 	c, err := dial(ctx, network, addr, host, rc)

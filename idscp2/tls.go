@@ -120,8 +120,12 @@ func (c *Config) verifyPeer(cs tls.ConnectionState, usage x509.ExtKeyUsage, host
 	for _, ic := range cs.PeerCertificates[1:] {
 		inter.AddCert(ic)
 	}
+	roots := c.Roots
+	if c.GetRoots != nil {
+		roots = c.GetRoots()
+	}
 	opts := x509.VerifyOptions{
-		Roots:         c.Roots,
+		Roots:         roots,
 		Intermediates: inter,
 		KeyUsages:     []x509.ExtKeyUsage{usage},
 	}

@@ -1,0 +1,212 @@
+package sidecar
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/idscp2-sidecar/idscp2-sidecar/sidecar/idsmsg"
+	"github.com/idscp2-sidecar/idscp2-sidecar/sidecar/metrics"
+	"github.com/idscp2-sidecar/idscp2-sidecar/sidecar/peering"
+	"github.com/idscp2-sidecar/idscp2-sidecar/sidecar/pipeline"
+)
+
+// Egress modes.
+const (
+	ModeHTTP      = "http"      // plain HTTP becomes ids:RequestMessage + extraHeaders
+	ModeMultipart = "multipart" // IDS multipart passes through with the token filled in
+	ModeAuto      = "auto"      // multipart when the client sends it, else http
+)
+
+// egress is the HTTP handler behind one local egress listener: it carries
+// each local request to one peer and answers with the peer's response.
+type egress struct {
+	peer        string
+	pool        *peering.Pool
+	mode        string
+	messageType string
+	timeout     time.Duration
+	maxBody     int64
+	retryAfter  time.Duration
+	self        func() idsmsg.Self
+	log         *slog.Logger
+	m           *metrics.Metrics
+}
+
+// httpError is an answer the sidecar gives itself, never the peer.
+type httpError struct {
+	status int
+	msg    string
+}
+
+func (e *httpError) Error() string { return e.msg }
+
+func (e *egress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	status, err := e.serve(w, r)
+	if err != nil {
+		var he *httpError
+		if errors.As(err, &he) {
+			status = he.status
+		} else {
+			status = http.StatusBadGateway
+		}
+		if status == http.StatusServiceUnavailable {
+			w.Header().Set("Retry-After", strconv.Itoa(max(1, int(e.retryAfter.Seconds()))))
+		}
+		http.Error(w, err.Error(), status)
+	}
+	took := time.Since(start)
+	e.m.Requests.WithLabelValues("egress", e.peer, metrics.CodeClass(status)).Inc()
+	e.m.RequestDuration.WithLabelValues("egress", e.peer).Observe(took.Seconds())
+	attrs := []any{"peer", e.peer, "method", r.Method, "path", r.URL.Path, "status", status, "duration", took}
+	if err != nil {
+		attrs = append(attrs, "err", err)
+	}
+	e.log.Info("egress request", attrs...)
+}
+
+// serve carries one request; it returns the status written, or an error
+// for ServeHTTP to answer.
+func (e *egress) serve(w http.ResponseWriter, r *http.Request) (int, error) {
+	if r.ContentLength > e.maxBody {
+		return 0, &httpError{http.StatusRequestEntityTooLarge, fmt.Sprintf("request body exceeds %d bytes", e.maxBody)}
+	}
+	multipart := e.mode == ModeMultipart || e.mode == ModeAuto && isMultipart(r.Header.Get("Content-Type"))
+	var app *idsmsg.AppMessage
+	var header *idsmsg.Message
+	var idempotent bool
+	if multipart {
+		mp, err := idsmsg.ReadMultipart(r.Header.Get("Content-Type"), r.Body, e.maxBody)
+		if err != nil {
+			if errors.Is(err, idsmsg.ErrTooLarge) {
+				return 0, &httpError{http.StatusRequestEntityTooLarge, fmt.Sprintf("request body exceeds %d bytes", e.maxBody)}
+			}
+			return 0, &httpError{http.StatusBadRequest, "malformed IDS multipart request: " + err.Error()}
+		}
+		if header, err = idsmsg.Parse(mp.Header); err != nil {
+			return 0, &httpError{http.StatusBadRequest, "malformed IDS header: " + err.Error()}
+		}
+		e.self().Stamp(header)
+		app = &idsmsg.AppMessage{IDS: true, Header: mustMarshal(header), Payload: mp.Payload}
+		if mp.PayloadType != "" {
+			app.Extra = []idsmsg.Header{{Name: "Content-Type", Value: mp.PayloadType}}
+		}
+	} else {
+		body, err := pipeline.ReadLimited(r.Body, e.maxBody)
+		if err != nil {
+			if errors.Is(err, pipeline.ErrTooLarge) {
+				return 0, &httpError{http.StatusRequestEntityTooLarge, fmt.Sprintf("request body exceeds %d bytes", e.maxBody)}
+			}
+			return 0, &httpError{http.StatusBadRequest, "cannot read request body: " + err.Error()}
+		}
+		header = &idsmsg.Message{Type: e.messageType}
+		e.self().Stamp(header)
+		app = &idsmsg.AppMessage{IDS: true, Header: mustMarshal(header), Payload: body, Extra: idsmsg.RequestHeaders(r)}
+		idempotent = isIdempotent(r.Method)
+	}
+	payload, err := idsmsg.EncodeApp(app)
+	if err != nil {
+		return 0, &httpError{http.StatusInternalServerError, "cannot encode the IDS message: " + err.Error()}
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), e.timeout)
+	defer cancel()
+	respBytes, err := e.pool.RoundTrip(ctx, &peering.Request{ID: header.ID, Payload: payload, Idempotent: idempotent})
+	if err != nil {
+		return 0, e.roundTripError(err)
+	}
+	resp, err := idsmsg.DecodeApp(respBytes)
+	if err != nil {
+		return 0, &httpError{http.StatusBadGateway, "peer answered with a malformed app-layer message: " + err.Error()}
+	}
+	rh, err := idsmsg.Parse([]byte(resp.Header))
+	if err != nil {
+		return 0, &httpError{http.StatusBadGateway, "peer answered with a malformed IDS header: " + err.Error()}
+	}
+	status := http.StatusOK
+	if rh.Type == "ids:RejectionMessage" {
+		e.m.Rejections.WithLabelValues("egress", rh.RejectionReason).Inc()
+		status = pipeline.StatusOf(resp.Extra, rejectionStatus(rh.RejectionReason))
+	}
+	if multipart {
+		var buf strings.Builder
+		ct, err := idsmsg.WriteMultipart(&buf, &idsmsg.Multipart{Header: []byte(resp.Header), Payload: resp.Payload,
+			PayloadType: headerValue(resp.Extra, "Content-Type")})
+		if err != nil {
+			return 0, &httpError{http.StatusBadGateway, "cannot encode the peer's answer: " + err.Error()}
+		}
+		w.Header().Set("Content-Type", ct)
+		w.WriteHeader(pipeline.StatusOf(resp.Extra, status))
+		io.WriteString(w, buf.String())
+		return status, nil
+	}
+	if rh.Type != "ids:RejectionMessage" {
+		s, err := idsmsg.ApplyResponseHeaders(resp.Extra, w.Header())
+		if err != nil {
+			return 0, &httpError{http.StatusBadGateway, "peer answered with malformed HTTP headers: " + err.Error()}
+		}
+		status = s
+	} else if w.Header().Get("Content-Type") == "" {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	}
+	w.WriteHeader(status)
+	w.Write(resp.Payload)
+	return status, nil
+}
+
+// rejectionStatus maps a rejection without an explicit status; the issue
+// asks for 502 when the peer's backend is unavailable.
+func rejectionStatus(reason string) int {
+	if reason == idsmsg.TemporarilyNotAvailable {
+		return http.StatusBadGateway
+	}
+	return idsmsg.StatusForRejection(reason)
+}
+
+func (e *egress) roundTripError(err error) error {
+	var ue *peering.UnavailableError
+	var le *peering.LostError
+	switch {
+	case errors.Is(err, peering.ErrQueueFull):
+		return &httpError{http.StatusServiceUnavailable, "too many requests to peer " + e.peer}
+	case errors.Is(err, context.DeadlineExceeded):
+		return &httpError{http.StatusGatewayTimeout, "peer " + e.peer + " did not answer in time"}
+	case errors.As(err, &ue):
+		return &httpError{http.StatusBadGateway, "no connection to peer " + e.peer + ": " + ue.Err.Error()}
+	case errors.As(err, &le):
+		return &httpError{http.StatusBadGateway, "connection to peer " + e.peer + " lost: " + le.Err.Error()}
+	case errors.Is(err, peering.ErrClosed):
+		return &httpError{http.StatusServiceUnavailable, "sidecar is shutting down"}
+	}
+	return &httpError{http.StatusBadGateway, err.Error()}
+}
+
+func isMultipart(contentType string) bool {
+	mt, _, err := mime.ParseMediaType(contentType)
+	return err == nil && (mt == "multipart/form-data" || mt == "multipart/mixed")
+}
+
+// isIdempotent follows RFC 9110 §9.2.2: only these may be sent twice.
+func isIdempotent(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	return false
+}
+
+func headerValue(extra []idsmsg.Header, name string) string {
+	for _, h := range extra {
+		if strings.EqualFold(h.Name, name) {
+			return h.Value
+		}
+	}
+	return ""
+}
