@@ -55,7 +55,8 @@ type Sidecar struct {
 	chain atomic.Pointer[pipeline.Handler]
 	self  atomic.Pointer[idsmsg.Self]
 
-	dat      dat.Driver
+	dat      *swappableDAT
+	closeTPM func() error
 	idscp2   *idscp2.Config // shared by every connection; certificates and roots are read per handshake
 	ingress  *ingress
 	pools    map[string]*peering.Pool
@@ -81,13 +82,18 @@ func New(cfg *config.Config, opts Options) (*Sidecar, error) {
 	}
 	s.cfg.Store(cfg)
 
-	var err error
-	if s.dat, err = s.datDriver(cfg); err != nil {
+	d, err := s.datDriver(cfg)
+	if err != nil {
 		return nil, err
 	}
+	s.dat = &swappableDAT{}
+	s.dat.current.Store(&d)
 	registry := opts.Attestation
 	if registry == nil {
 		registry = attestation.Default()
+	}
+	if s.closeTPM, err = s.registerTPM(cfg, registry); err != nil {
+		return nil, err
 	}
 	s.idscp2 = &idscp2.Config{
 		GetCertificate:   func() (*tls.Certificate, error) { return s.cert.Load(), nil },
@@ -140,13 +146,9 @@ func (s *Sidecar) loadIdentity(cfg *config.Config) error {
 			return fmt.Errorf("identity: %w", err)
 		}
 	}
-	pem, err := os.ReadFile(cfg.Identity.CA)
+	pool, err := loadPool(cfg.Identity.CA)
 	if err != nil {
-		return fmt.Errorf("identity: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return fmt.Errorf("identity: %s holds no PEM certificate", cfg.Identity.CA)
+		return fmt.Errorf("identity.ca: %w", err)
 	}
 	s.cert.Store(&cert)
 	s.roots.Store(pool)
@@ -203,12 +205,10 @@ func (s *Sidecar) datDriver(cfg *config.Config) (dat.Driver, error) {
 	case config.DAPSModeDAPS:
 		var roots *x509.CertPool
 		if d.CAFile != "" {
-			pem, err := os.ReadFile(d.CAFile)
-			if err != nil {
+			var err error
+			if roots, err = loadPool(d.CAFile); err != nil {
 				return nil, fmt.Errorf("daps.caFile: %w", err)
 			}
-			roots = x509.NewCertPool()
-			roots.AppendCertsFromPEM(pem)
 		}
 		signer, ok := s.cert.Load().PrivateKey.(crypto.Signer)
 		if !ok {
@@ -258,7 +258,8 @@ func (s *Sidecar) buildChain(cfg *config.Config) error {
 	return nil
 }
 
-func clientWithCA(path string) (*http.Client, error) {
+// loadPool reads a PEM bundle of CA certificates.
+func loadPool(path string) (*x509.CertPool, error) {
 	pem, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
@@ -266,6 +267,14 @@ func clientWithCA(path string) (*http.Client, error) {
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(pem) {
 		return nil, fmt.Errorf("%s holds no PEM certificate", path)
+	}
+	return pool, nil
+}
+
+func clientWithCA(path string) (*http.Client, error) {
+	pool, err := loadPool(path)
+	if err != nil {
+		return nil, err
 	}
 	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}, nil
 }
@@ -315,11 +324,27 @@ func correlationOf(payload []byte) (string, error) {
 
 type poolObserver struct{ m *metrics.Metrics }
 
-func (o poolObserver) PoolSize(peer string, n int) { o.m.PoolConnections.WithLabelValues(peer).Set(float64(n)) }
-func (o poolObserver) Queue(peer string, n int)    { o.m.QueueDepth.WithLabelValues(peer).Set(float64(n)) }
-func (o poolObserver) Unmatched(peer string)       { o.m.Unmatched.WithLabelValues(peer).Inc() }
+func (o poolObserver) PoolSize(peer string, n int) {
+	o.m.PoolConnections.WithLabelValues(peer).Set(float64(n))
+}
+func (o poolObserver) Queue(peer string, n int) { o.m.QueueDepth.WithLabelValues(peer).Set(float64(n)) }
+func (o poolObserver) Unmatched(peer string)    { o.m.Unmatched.WithLabelValues(peer).Inc() }
 func (o poolObserver) Dial(peer string, err error) {
 	o.m.PeerDials.WithLabelValues(peer, idscp2.ClassifyHandshake(err)).Inc()
+}
+
+// swappableDAT lets a reload replace the DAT driver under live
+// connections: each handshake and renewal asks the current one.
+type swappableDAT struct {
+	current atomic.Pointer[dat.Driver]
+}
+
+func (d *swappableDAT) Token(ctx context.Context) ([]byte, error) {
+	return (*d.current.Load()).Token(ctx)
+}
+func (d *swappableDAT) RenewalThreshold() float64 { return (*d.current.Load()).RenewalThreshold() }
+func (d *swappableDAT) Verify(ctx context.Context, token []byte, peer *x509.Certificate) (*dat.Identity, error) {
+	return (*d.current.Load()).Verify(ctx, token, peer)
 }
 
 // Start binds every listener and serves until Shutdown. Binding errors
@@ -456,13 +481,27 @@ func (s *Sidecar) reload(old, next *config.Config) error {
 		s.log.Warn("configuration change needs a restart to take effect", "change", what)
 	}
 	prevCert, prevRoots, prevSelf := s.cert.Load(), s.roots.Load(), s.self.Load()
-	if err := s.loadIdentity(next); err != nil {
-		return err
-	}
-	if err := s.buildChain(next); err != nil {
+	restore := func() {
 		s.cert.Store(prevCert)
 		s.roots.Store(prevRoots)
 		s.self.Store(prevSelf)
+	}
+	if err := s.loadIdentity(next); err != nil {
+		restore()
+		return err
+	}
+	// The DAT binds the certificate (transportCertsSha256): a new
+	// certificate needs a driver that asks for a token bound to it.
+	if !prevCert.Leaf.Equal(s.cert.Load().Leaf) && s.opts.DAT == nil {
+		d, err := s.datDriver(next)
+		if err != nil {
+			restore()
+			return err
+		}
+		s.dat.current.Store(&d)
+	}
+	if err := s.buildChain(next); err != nil {
+		restore()
 		return err
 	}
 	s.cfg.Store(next)
@@ -507,6 +546,9 @@ func (s *Sidecar) Shutdown(ctx context.Context) error {
 	s.serveWG.Wait()
 	if s.ingress != nil {
 		s.ingress.wg.Wait()
+	}
+	if err := s.closeTPM(); err != nil {
+		errs = append(errs, fmt.Errorf("tpm: %w", err))
 	}
 	return errors.Join(errs...)
 }
