@@ -40,11 +40,11 @@ type Options struct {
 
 // Env is a running demo environment.
 type Env struct {
-	Dir          string
-	DAPSURL      string
-	BackendURL   string
-	ProviderAddr string // IDSCP2 ingress
-	ConsumerURL  string // egress: point plain HTTP or IDS multipart clients here
+	Dir                              string
+	DAPSURL                          string
+	BackendURL                       string
+	ProviderAddr                     string // IDSCP2 ingress
+	ConsumerURL                      string // egress: point plain HTTP or IDS multipart clients here
 	ProviderMetrics, ConsumerMetrics string
 
 	Consumer, Provider *sidecar.Sidecar
@@ -91,6 +91,7 @@ func Start(ctx context.Context, o Options) (*Env, error) {
 	}
 	daps, err := dapsserver.New(dapsserver.Config{
 		Issuer:        env.DAPSURL,
+		Logger:        o.Logger.With("component", "daps"),
 		StateDir:      filepath.Join(o.Dir, "daps"),
 		TokenLifetime: lifetime,
 		Clients: []dapsserver.Client{
