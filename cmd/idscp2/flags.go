@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -15,6 +17,7 @@ import (
 	"github.com/idscp2-sidecar/idscp2-sidecar/attestation"
 	"github.com/idscp2-sidecar/idscp2-sidecar/idscp2"
 	"github.com/idscp2-sidecar/idscp2-sidecar/idscp2/dat"
+	"github.com/idscp2-sidecar/idscp2-sidecar/idscp2/dat/daps"
 )
 
 // commonFlags are the flags both subcommands share; config turns them into
@@ -26,6 +29,7 @@ type commonFlags struct {
 	raSupported string
 	raExpected  string
 	daps        string
+	dapsCA      string
 
 	handshakeTimeout time.Duration
 	ackTimeout       time.Duration
@@ -67,7 +71,9 @@ func (f *commonFlags) register(fs *flag.FlagSet, addrHelp string) {
 	fs.StringVar(&f.raExpected, "ra-expected", attestation.Dummy2,
 		"comma-separated RA `suites` this side accepts from the peer, in priority order")
 	fs.StringVar(&f.daps, "daps", "",
-		"DAT `driver`: only \"null\" (the reference's insecure NullDaps, accepting every DAT) for now (required)")
+		"DAT source: a DAPS `URL` (e.g. https://daps.example.org/auth; the client assertion is signed with --key), "+
+			"or \"null\" for the reference's insecure NullDaps, which accepts every DAT (required)")
+	fs.StringVar(&f.dapsCA, "daps-ca", "", "PEM `file` with the CAs of the DAPS's HTTPS certificate (default: system roots)")
 	fs.DurationVar(&f.handshakeTimeout, "handshake-timeout", idscp2.DefaultHandshakeTimeout,
 		"time allowed for the TLS and IDSCP2 handshakes and each RA driver run")
 	fs.DurationVar(&f.ackTimeout, "ack-timeout", idscp2.DefaultAckTimeout,
@@ -152,18 +158,17 @@ func parseFlags(fs *flag.FlagSet, args []string) int {
 	return -1
 }
 
-// errDapsUnavailable is the one message for every --daps other than null.
-const errDapsUnavailable = "DAPS client not available yet: only --daps null"
-
 // config checks the shared flags and builds the Config and the logger
 // (a slog text handler on stderr). Every error is a *usageError.
 func (f *commonFlags) config(stderr io.Writer) (*idscp2.Config, *slog.Logger, error) {
-	switch f.daps {
-	case "null":
-	case "":
-		return nil, nil, usagef("--daps is required; %s (the insecure NullDaps driver)", errDapsUnavailable)
-	default:
-		return nil, nil, usagef("--daps %s: %s", f.daps, errDapsUnavailable)
+	if f.daps == "" {
+		return nil, nil, usagef("--daps is required: a DAPS URL, or null for the insecure NullDaps driver")
+	}
+	if f.daps != "null" {
+		u, err := url.Parse(f.daps)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return nil, nil, usagef("--daps %s: want an http(s) URL of a DAPS, or null", f.daps)
+		}
 	}
 	if f.addr == "" {
 		return nil, nil, usagef("--addr is required")
@@ -214,10 +219,14 @@ func (f *commonFlags) config(stderr io.Writer) (*idscp2.Config, *slog.Logger, er
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
+	driver, err := f.datDriver(&cert, logger)
+	if err != nil {
+		return nil, nil, err
+	}
 	cfg := &idscp2.Config{
 		Certificate:      &cert,
 		Roots:            roots,
-		DAT:              dat.NewNull(logger),
+		DAT:              driver,
 		Attestation:      reg,
 		SupportedSuites:  supported,
 		ExpectedSuites:   expected,
@@ -228,6 +237,34 @@ func (f *commonFlags) config(stderr io.Writer) (*idscp2.Config, *slog.Logger, er
 		Logger:           logger,
 	}
 	return cfg, logger, nil
+}
+
+// datDriver is NullDaps for --daps null, else the DAPS client, signing its
+// client assertions with the TLS key and binding the DAT to the TLS
+// certificate.
+func (f *commonFlags) datDriver(cert *tls.Certificate, logger *slog.Logger) (dat.Driver, error) {
+	if f.daps == "null" {
+		return dat.NewNull(logger), nil
+	}
+	leaf, err := x509.ParseCertificate(cert.Certificate[0])
+	if err != nil {
+		return nil, usagef("--cert %s: %v", f.cert, err)
+	}
+	signer, ok := cert.PrivateKey.(crypto.Signer)
+	if !ok {
+		return nil, usagef("--key %s cannot sign DAPS client assertions", f.key)
+	}
+	var roots *x509.CertPool
+	if f.dapsCA != "" {
+		if roots, err = loadRoots(f.dapsCA); err != nil {
+			return nil, err
+		}
+	}
+	d, err := daps.New(daps.Config{URL: f.daps, Certificate: leaf, Key: signer, RootCAs: roots, Logger: logger})
+	if err != nil {
+		return nil, usagef("--daps %s: %v", f.daps, err)
+	}
+	return d, nil
 }
 
 // suiteList splits a comma-separated suite list, dropping blanks.

@@ -7,7 +7,10 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
+	"github.com/idscp2-sidecar/idscp2-sidecar/idscp2/dat/dapsserver"
 	"io"
+	"log/slog"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -303,20 +306,41 @@ func TestListenShutdown(t *testing.T) {
 	mustContain(t, "connect stderr", cr.stderr, "peer sent USER_SHUTDOWN", "cause=USER_SHUTDOWN")
 }
 
+// TestDapsURL runs both peers with real DATs from the built-in DAPS on
+// 127.0.0.1: each side fetches its token and verifies the other's.
 func TestDapsURL(t *testing.T) {
-	dir, _ := pki(t)
-	for _, cmd := range []string{"connect", "listen"} {
-		args := append([]string{cmd, "--addr", "127.0.0.1:0"}, peerFlags(dir, "client")...)
-		args = append(args, "--daps", "https://x")
-		var stdout, stderr bytes.Buffer
-		if code := run(t.Context(), args, strings.NewReader(""), &stdout, &stderr); code != 2 {
-			t.Errorf("%s --daps https://x: exit %d, want 2", cmd, code)
-		}
-		mustContain(t, cmd+" stderr", stderr.String(), "DAPS client not available yet: only --daps null")
-		if stdout.Len() != 0 {
-			t.Errorf("%s: stdout %q", cmd, stdout.String())
-		}
+	dir, b := pki(t)
+	srv := httptest.NewUnstartedServer(nil)
+	issuer := "http://" + srv.Listener.Addr().String()
+	d, err := dapsserver.New(dapsserver.Config{Issuer: issuer, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Clients: []dapsserver.Client{{Certificate: b.Client.Cert}, {Certificate: b.Server.Cert}}})
+	if err != nil {
+		t.Fatal(err)
 	}
+	srv.Config.Handler = d
+	srv.Start()
+	defer srv.Close()
+
+	ctx := t.Context()
+	lp, addr := startListener(t, ctx, dir, "--echo", "--once", "--daps", issuer)
+	cr := start(ctx, connectArgs(dir, addr, "--linger", "1s", "--daps", issuer), strings.NewReader("hello\n")).wait(t, "connect")
+	lr := lp.wait(t, "listen")
+	if cr.code != 0 || lr.code != 0 {
+		t.Fatalf("exit codes: connect %d, listen %d; want 0, 0\nconnect: %s\nlisten: %s", cr.code, lr.code, cr.stderr, lr.stderr)
+	}
+	if cr.stdout != "hello\n" {
+		t.Errorf("connect stdout = %q", cr.stdout)
+	}
+	mustContain(t, "connect stderr", cr.stderr, `peer DAT: subject "`+dat.ConnectorID(b.Server.Cert)+`", issuer "`+issuer+`"`)
+	mustContain(t, "listen stderr", lr.stderr, `peer DAT: subject "`+dat.ConnectorID(b.Client.Cert)+`"`)
+
+	// Anything but an http(s) URL or null is a usage error.
+	var stdout, stderr bytes.Buffer
+	args := append([]string{"connect", "--addr", "127.0.0.1:1"}, peerFlags(dir, "client")...)
+	if code := run(ctx, append(args, "--daps", "ftp://x"), strings.NewReader(""), &stdout, &stderr); code != 2 {
+		t.Errorf("--daps ftp://x: exit %d, want 2", code)
+	}
+	mustContain(t, "stderr", stderr.String(), "want an http(s) URL of a DAPS")
 }
 
 func TestUsageErrors(t *testing.T) {
