@@ -388,7 +388,7 @@ func TestHelp(t *testing.T) {
 	}
 	mustContain(t, "usage", stdout.String(),
 		"idscp2 listen  --addr HOST:PORT", "idscp2 connect --addr HOST:PORT",
-		"--ra-supported suites", "--daps driver", "--addr-file file", "--echo", "--once",
+		"--ra-supported suites", "--daps URL", "--addr-file file", "--echo", "--once",
 		"--skip-hostname-verification", "--verify-client-address", "--max-frame bytes", "--linger duration",
 		"  -v\n", "(default Dummy2)", "(default 20s)")
 	t.Logf("usage:\n%s", stdout.String())
