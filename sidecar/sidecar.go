@@ -214,9 +214,10 @@ func (s *Sidecar) datDriver(cfg *config.Config) (dat.Driver, error) {
 		if !ok {
 			return nil, errors.New("daps: the identity key cannot sign client assertions")
 		}
-		return daps.New(daps.Config{URL: d.URL, Certificate: leaf, Key: signer, RootCAs: roots,
+		return daps.New(daps.Config{URL: d.URL, Issuer: d.Issuer, Certificate: leaf, Key: signer, RootCAs: roots,
 			Audience: d.Audience, RequestTimeout: d.Timeout.D(), Threshold: d.RenewalThreshold,
-			MinSecurityProfile: d.MinSecurityProfile, Logger: s.log.With("component", "daps")})
+			MinSecurityProfile: d.MinSecurityProfile, Logger: s.log.With("component", "daps"),
+			OnTokenFetch: func(outcome string) { s.metrics.DatFetches.WithLabelValues(outcome).Inc() }})
 	}
 	return nil, fmt.Errorf("daps.mode %q is not supported", d.Mode)
 }

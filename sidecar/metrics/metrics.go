@@ -41,7 +41,7 @@ type Metrics struct {
 	PeerDials       *prometheus.CounterVec   // peer, result
 	Unmatched       *prometheus.CounterVec   // peer
 	CertExpiry      *prometheus.GaugeVec     // cert
-	DatExpiry       prometheus.Gauge
+	DatFetches      *prometheus.CounterVec // outcome
 	ReloadOK        prometheus.Gauge
 	ReloadTime      prometheus.Gauge
 }
@@ -94,8 +94,8 @@ func New(version string) *Metrics {
 		Help: "Messages from a peer that answered no waiting request."}, []string{"peer"})
 	m.CertExpiry = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "idscp2_tls_certificate_expiry_timestamp_seconds",
 		Help: "NotAfter of the certificates in use."}, []string{"cert"})
-	m.DatExpiry = prometheus.NewGauge(prometheus.GaugeOpts{Name: "idscp2_dat_expiry_timestamp_seconds",
-		Help: "Expiry of this sidecar's current DAT."})
+	m.DatFetches = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "idscp2_dat_fetches_total",
+		Help: "DAT requests to the DAPS by outcome."}, []string{"outcome"})
 	m.ReloadOK = prometheus.NewGauge(prometheus.GaugeOpts{Name: "idscp2_config_last_reload_successful",
 		Help: "1 if the last configuration (re)load succeeded."})
 	m.ReloadTime = prometheus.NewGauge(prometheus.GaugeOpts{Name: "idscp2_config_last_reload_success_timestamp_seconds",
@@ -107,7 +107,7 @@ func New(version string) *Metrics {
 	for _, c := range []prometheus.Collector{m.connectionsOpen, m.connectionsTotal, m.closes, m.handshakes,
 		m.handshakeDuration, m.attestations, m.attestationTime, m.datVerifications, m.messages, m.frameBytes,
 		m.dropped, m.Requests, m.RequestDuration, m.Rejections, m.PoolConnections, m.QueueDepth, m.PeerDials,
-		m.Unmatched, m.CertExpiry, m.DatExpiry, m.ReloadOK, m.ReloadTime, build,
+		m.Unmatched, m.CertExpiry, m.DatFetches, m.ReloadOK, m.ReloadTime, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
 		f(c)
 	}
