@@ -41,7 +41,7 @@ type Metrics struct {
 	PeerDials       *prometheus.CounterVec   // peer, result
 	Unmatched       *prometheus.CounterVec   // peer
 	CertExpiry      *prometheus.GaugeVec     // cert
-	DatFetches      *prometheus.CounterVec // outcome
+	DatFetches      *prometheus.CounterVec   // outcome
 	ReloadOK        prometheus.Gauge
 	ReloadTime      prometheus.Gauge
 }
