@@ -4,6 +4,7 @@
 //	idscp2-sidecar run --config FILE      the sidecar
 //	idscp2-sidecar daps --listen ADDR …   a DAPS for development and closed test data spaces
 //	idscp2-sidecar demo [--keep]          two peered sidecars, a DAPS and a backend, in-process
+//	idscp2-sidecar tpm SUBCOMMAND …       provision and inspect the TPM attestation key, PCRs, golden values
 package main
 
 import (
@@ -19,6 +20,7 @@ Usage:
   idscp2-sidecar run --config FILE     run the sidecar (SIGHUP reloads, SIGTERM drains)
   idscp2-sidecar daps --listen ADDR    run the built-in DAPS (development and closed test data spaces only)
   idscp2-sidecar demo [--keep]         two peered sidecars, the built-in DAPS and a sample backend
+  idscp2-sidecar tpm SUBCOMMAND        provision and inspect the TPM attestation key, PCRs and golden values
   idscp2-sidecar help [COMMAND]
 
 Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error.
@@ -40,6 +42,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runDAPS(ctx, args[1:], stdout, stderr)
 	case "demo":
 		return runDemo(ctx, args[1:], stdout, stderr)
+	case "tpm":
+		return runTPM(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
