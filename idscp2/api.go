@@ -41,20 +41,20 @@ func (c *Conn) Send(ctx context.Context, payload []byte) error {
 			return c.closeErr
 		}
 		if st == fsm.Established {
-			select { // a signal left by a Send that gave up waiting
-			case <-c.acked:
-			default:
-			}
+			// Each message gets its own signal, closed by its ACK: a Send
+			// that gave up cannot take another's.
+			acked := make(chan struct{})
+			c.ackWaiter = acked
 			c.stepLocked(fsm.Event{Kind: fsm.EvSend, Payload: payload})
 			c.unlockAndFlush(true)
 			select {
-			case <-c.acked:
+			case <-acked:
 				return nil
 			case <-ctx.Done():
 				return ctx.Err()
 			case <-c.closed:
 				select { // the ACK may have come with the peer's close
-				case <-c.acked:
+				case <-acked:
 					return nil
 				default:
 					return &SendError{Err: c.closeErr}

@@ -119,9 +119,9 @@ type Conn struct {
 	dataFrame  []byte // the encoded unacknowledged data message, for retransmission
 	spentFrame []byte // an acknowledged data frame to recycle once no write uses it
 
-	sendSlot chan struct{} // held by the one Send whose message is in flight
-	acked    chan struct{} // signals the in-flight Send's ACK
-	inFlight bool          // a data message was sent and awaits its ACK
+	sendSlot  chan struct{} // held by the one Send whose message is in flight
+	ackWaiter chan struct{} // closed by the in-flight message's ACK
+	inFlight  bool          // a data message was sent and awaits its ACK
 
 	recvq      [][]byte
 	recvNotify chan struct{}
@@ -148,7 +148,6 @@ func newConn(tc *tls.Conn, cfg *Config, client bool, localCert *x509.Certificate
 		m:           fsm.New(cfg.fsmConfig()),
 		stateCh:     make(chan struct{}),
 		sendSlot:    make(chan struct{}, 1),
-		acked:       make(chan struct{}, 1),
 		recvNotify:  make(chan struct{}, 1),
 		closed:      make(chan struct{}),
 		established: make(chan struct{}),
@@ -280,9 +279,9 @@ func (c *Conn) do(a *fsm.Action) {
 		c.inFlight = false
 		c.spentFrame, c.dataFrame = c.dataFrame, nil
 		c.recycleSpent()
-		select {
-		case c.acked <- struct{}{}:
-		default:
+		if c.ackWaiter != nil {
+			close(c.ackWaiter)
+			c.ackWaiter = nil
 		}
 		select {
 		case <-c.sendSlot:
