@@ -30,7 +30,7 @@ func (s *Sidecar) registerTPM(cfg *config.Config, r *attestation.Registry) (func
 		return nil, errors.New("attestation.tpm is required when the TPM suite is used")
 	}
 	onFailure := func(role string) func(string) {
-		return func(reason string) { s.metrics.Rejections.WithLabelValues("tpm_"+role, reason).Inc() }
+		return func(reason string) { s.metrics.TPMFailures.WithLabelValues(role, reason).Inc() }
 	}
 	var prover *tpm.Prover
 	closeTPM := func() error { return nil }

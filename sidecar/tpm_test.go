@@ -213,7 +213,7 @@ egress:
 	if got := backendSeen(); len(got) != 1 || got[0] != tpm.Suite {
 		t.Fatalf("the backend saw X-IDS-Peer-Suite %q, want [TPM]", got)
 	}
-	if n := tpmSCRejections(t, provider, "tpm_verifier", ""); n != 0 {
+	if n := tpmSCFailures(t, provider, "verifier", ""); n != 0 {
 		t.Fatalf("the provider refused %v TPM attestations of a healthy consumer", n)
 	}
 
@@ -248,7 +248,7 @@ egress:
 	if got := backendSeen(); len(got) != 1 {
 		t.Errorf("the backend was reached by an unattested peer: %q", got)
 	}
-	if n := tpmSCRejections(t, provider, "tpm_verifier", string(tpm.ReasonPCRMismatch)); n < 1 {
+	if n := tpmSCFailures(t, provider, "verifier", string(tpm.ReasonPCRMismatch)); n < 1 {
 		t.Errorf("the provider counted %v pcr_mismatch rejections, want at least 1", n)
 	}
 }
@@ -293,12 +293,12 @@ func tpmSCShutdown(s *sidecar.Sidecar) error {
 	return s.Shutdown(ctx)
 }
 
-// tpmSCRejections sums the sidecar's rejection counter for a direction
-// and, if reason is not "", one reason.
-func tpmSCRejections(t *testing.T, s *sidecar.Sidecar, direction, reason string) float64 {
+// tpmSCFailures sums the sidecar's TPM failure counter for a role and,
+// if reason is not "", one reason.
+func tpmSCFailures(t *testing.T, s *sidecar.Sidecar, role, reason string) float64 {
 	t.Helper()
 	ch := make(chan prometheus.Metric, 64)
-	go func() { s.Metrics().Rejections.Collect(ch); close(ch) }()
+	go func() { s.Metrics().TPMFailures.Collect(ch); close(ch) }()
 	var sum float64
 	for m := range ch {
 		var d dto.Metric
@@ -309,7 +309,7 @@ func tpmSCRejections(t *testing.T, s *sidecar.Sidecar, direction, reason string)
 		for _, l := range d.GetLabel() {
 			labels[l.GetName()] = l.GetValue()
 		}
-		if labels["direction"] == direction && (reason == "" || labels["reason"] == reason) {
+		if labels["role"] == role && (reason == "" || labels["reason"] == reason) {
 			sum += d.GetCounter().GetValue()
 		}
 	}

@@ -42,6 +42,7 @@ type Metrics struct {
 	Unmatched       *prometheus.CounterVec   // peer
 	CertExpiry      *prometheus.GaugeVec     // cert
 	DatFetches      *prometheus.CounterVec   // outcome
+	TPMFailures     *prometheus.CounterVec   // role, reason
 	ReloadOK        prometheus.Gauge
 	ReloadTime      prometheus.Gauge
 }
@@ -96,6 +97,8 @@ func New(version string) *Metrics {
 		Help: "NotAfter of the certificates in use."}, []string{"cert"})
 	m.DatFetches = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "idscp2_dat_fetches_total",
 		Help: "DAT requests to the DAPS by outcome."}, []string{"outcome"})
+	m.TPMFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "idscp2_tpm_attestation_failures_total",
+		Help: "Failed TPM attestation runs by role and reason."}, []string{"role", "reason"})
 	m.ReloadOK = prometheus.NewGauge(prometheus.GaugeOpts{Name: "idscp2_config_last_reload_successful",
 		Help: "1 if the last configuration (re)load succeeded."})
 	m.ReloadTime = prometheus.NewGauge(prometheus.GaugeOpts{Name: "idscp2_config_last_reload_success_timestamp_seconds",
@@ -107,7 +110,7 @@ func New(version string) *Metrics {
 	for _, c := range []prometheus.Collector{m.connectionsOpen, m.connectionsTotal, m.closes, m.handshakes,
 		m.handshakeDuration, m.attestations, m.attestationTime, m.datVerifications, m.messages, m.frameBytes,
 		m.dropped, m.Requests, m.RequestDuration, m.Rejections, m.PoolConnections, m.QueueDepth, m.PeerDials,
-		m.Unmatched, m.CertExpiry, m.DatFetches, m.ReloadOK, m.ReloadTime, build,
+		m.Unmatched, m.CertExpiry, m.DatFetches, m.TPMFailures, m.ReloadOK, m.ReloadTime, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
 		f(c)
 	}
