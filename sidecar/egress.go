@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/idscp2-sidecar/idscp2-sidecar/sidecar/idsmsg"
@@ -28,6 +29,14 @@ const (
 // egress is the HTTP handler behind one local egress listener: it carries
 // each local request to one peer and answers with the peer's response.
 type egress struct {
+	settings atomic.Pointer[egressSettings] // replaced by a reload
+	self     func() idsmsg.Self
+	log      *slog.Logger
+	m        *metrics.Metrics
+}
+
+// egressSettings are what a reload may change on a running listener.
+type egressSettings struct {
 	peer        string
 	pool        *peering.Pool
 	mode        string
@@ -35,9 +44,6 @@ type egress struct {
 	timeout     time.Duration
 	maxBody     int64
 	retryAfter  time.Duration
-	self        func() idsmsg.Self
-	log         *slog.Logger
-	m           *metrics.Metrics
 }
 
 // httpError is an answer the sidecar gives itself, never the peer.
@@ -48,9 +54,10 @@ type httpError struct {
 
 func (e *httpError) Error() string { return e.msg }
 
-func (e *egress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+func (eg *egress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	e := eg.settings.Load()
 	start := time.Now()
-	status, err := e.serve(w, r)
+	status, err := eg.serve(e, w, r)
 	if err != nil {
 		var he *httpError
 		if errors.As(err, &he) {
@@ -64,18 +71,18 @@ func (e *egress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), status)
 	}
 	took := time.Since(start)
-	e.m.Requests.WithLabelValues("egress", e.peer, metrics.CodeClass(status)).Inc()
-	e.m.RequestDuration.WithLabelValues("egress", e.peer).Observe(took.Seconds())
+	eg.m.Requests.WithLabelValues("egress", e.peer, metrics.CodeClass(status)).Inc()
+	eg.m.RequestDuration.WithLabelValues("egress", e.peer).Observe(took.Seconds())
 	attrs := []any{"peer", e.peer, "method", r.Method, "path", r.URL.Path, "status", status, "duration", took}
 	if err != nil {
 		attrs = append(attrs, "err", err)
 	}
-	e.log.Info("egress request", attrs...)
+	eg.log.Info("egress request", attrs...)
 }
 
 // serve carries one request; it returns the status written, or an error
 // for ServeHTTP to answer.
-func (e *egress) serve(w http.ResponseWriter, r *http.Request) (int, error) {
+func (eg *egress) serve(e *egressSettings, w http.ResponseWriter, r *http.Request) (int, error) {
 	if r.ContentLength > e.maxBody {
 		return 0, &httpError{http.StatusRequestEntityTooLarge, fmt.Sprintf("request body exceeds %d bytes", e.maxBody)}
 	}
@@ -94,7 +101,7 @@ func (e *egress) serve(w http.ResponseWriter, r *http.Request) (int, error) {
 		if header, err = idsmsg.Parse(mp.Header); err != nil {
 			return 0, &httpError{http.StatusBadRequest, "malformed IDS header: " + err.Error()}
 		}
-		e.self().Stamp(header)
+		eg.self().Stamp(header)
 		app = &idsmsg.AppMessage{IDS: true, Header: mustMarshal(header), Payload: mp.Payload}
 		if mp.PayloadType != "" {
 			app.Extra = []idsmsg.Header{{Name: "Content-Type", Value: mp.PayloadType}}
@@ -108,7 +115,7 @@ func (e *egress) serve(w http.ResponseWriter, r *http.Request) (int, error) {
 			return 0, &httpError{http.StatusBadRequest, "cannot read request body: " + err.Error()}
 		}
 		header = &idsmsg.Message{Type: e.messageType}
-		e.self().Stamp(header)
+		eg.self().Stamp(header)
 		app = &idsmsg.AppMessage{IDS: true, Header: mustMarshal(header), Payload: body, Extra: idsmsg.RequestHeaders(r)}
 		idempotent = isIdempotent(r.Method)
 	}
@@ -132,7 +139,7 @@ func (e *egress) serve(w http.ResponseWriter, r *http.Request) (int, error) {
 	}
 	status := http.StatusOK
 	if rh.Type == "ids:RejectionMessage" {
-		e.m.Rejections.WithLabelValues("egress", rh.RejectionReason).Inc()
+		eg.m.Rejections.WithLabelValues("egress", rh.RejectionReason).Inc()
 		status = pipeline.StatusOf(resp.Extra, rejectionStatus(rh.RejectionReason))
 	}
 	if multipart {
@@ -170,7 +177,7 @@ func rejectionStatus(reason string) int {
 	return idsmsg.StatusForRejection(reason)
 }
 
-func (e *egress) roundTripError(err error) error {
+func (e *egressSettings) roundTripError(err error) error {
 	var ue *peering.UnavailableError
 	var le *peering.LostError
 	switch {

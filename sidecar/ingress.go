@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/idscp2-sidecar/idscp2-sidecar/idscp2"
@@ -20,7 +19,6 @@ type ingress struct {
 	ln      *idscp2.Listener
 	handler func() pipeline.Handler // the current chain (swapped on reload)
 	self    func() idsmsg.Self
-	maxBody int
 	sem     chan struct{} // bounds concurrent requests across all connections
 	log     *slog.Logger
 	m       *metrics.Metrics
@@ -28,14 +26,16 @@ type ingress struct {
 	mu       sync.Mutex
 	conns    map[*idscp2.Conn]struct{}
 	closed   bool
-	draining atomic.Bool    // new requests are refused while in-flight ones finish
+	draining bool           // under mu: new requests are refused while in-flight ones finish
 	requests sync.WaitGroup // request handlers
 	wg       sync.WaitGroup // connection loops
 }
 
 // drain refuses new requests and waits for those in flight.
 func (in *ingress) drain() {
-	in.draining.Store(true)
+	in.mu.Lock()
+	in.draining = true
+	in.mu.Unlock()
 	in.requests.Wait()
 }
 
@@ -79,19 +79,32 @@ func (in *ingress) serveConn(ctx context.Context, c *idscp2.Conn) {
 		}
 		select {
 		case in.sem <- struct{}{}:
-		case <-c.Done():
-			return
+		default:
+			// Full: refuse at once (the egress answers 503) rather than
+			// stall every request behind this one on the connection.
+			in.refuse(ctx, c, peer, msg, log, "too many concurrent requests")
+			continue
 		}
-		in.requests.Add(1)
+		in.mu.Lock()
+		if in.draining {
+			in.mu.Unlock()
+			<-in.sem
+			in.refuse(ctx, c, peer, msg, log, "sidecar is shutting down")
+			continue
+		}
+		in.requests.Add(1) // under mu: never concurrent with drain's Wait
+		in.mu.Unlock()
 		go func() {
 			defer in.requests.Done()
-			defer func() { <-in.sem }()
-			in.handle(ctx, c, peer, msg, log)
+			in.handle(ctx, c, peer, msg, log, func() { <-in.sem })
 		}()
 	}
 }
 
-func (in *ingress) handle(ctx context.Context, c *idscp2.Conn, peer *pipeline.Peer, msg []byte, log *slog.Logger) {
+// handle answers one request; release frees its concurrency slot once
+// the answer is known, before it is sent: the peer may send its next
+// request as soon as it has this answer.
+func (in *ingress) handle(ctx context.Context, c *idscp2.Conn, peer *pipeline.Peer, msg []byte, log *slog.Logger, release func()) {
 	start := time.Now()
 	// The identity may have been renewed since the connection started.
 	if id := c.PeerIdentity(); id != nil {
@@ -100,6 +113,7 @@ func (in *ingress) handle(ctx context.Context, c *idscp2.Conn, peer *pipeline.Pe
 		peer = &p
 	}
 	resp, req := in.answer(ctx, peer, msg)
+	release()
 	self := in.self()
 	self.Stamp(resp.Header)
 	route := "-"
@@ -127,6 +141,30 @@ func (in *ingress) handle(ctx context.Context, c *idscp2.Conn, peer *pipeline.Pe
 	log.Info("ingress request", attrs...)
 }
 
+// refuse answers a request with TEMPORARILY_NOT_AVAILABLE (503) without
+// running it: the ingress is full or draining.
+func (in *ingress) refuse(ctx context.Context, c *idscp2.Conn, peer *pipeline.Peer, msg []byte, log *slog.Logger, why string) {
+	var req *pipeline.Request
+	if app, err := idsmsg.DecodeApp(msg); err == nil {
+		if h, err := idsmsg.Parse([]byte(app.Header)); err == nil {
+			req = &pipeline.Request{Peer: peer, Header: h}
+		}
+	}
+	resp := pipeline.Reject(req, idsmsg.TemporarilyNotAvailable, http.StatusServiceUnavailable, why)
+	in.self().Stamp(resp.Header)
+	in.m.Rejections.WithLabelValues("ingress", resp.Header.RejectionReason).Inc()
+	in.m.Requests.WithLabelValues("ingress", "-", metrics.CodeClass(resp.Status)).Inc()
+	out, err := idsmsg.EncodeApp(&idsmsg.AppMessage{IDS: true, Header: mustMarshal(resp.Header), Payload: resp.Payload, Extra: resp.Extra})
+	if err == nil {
+		err = c.Send(ctx, out)
+	}
+	if err != nil {
+		log.Warn("cannot refuse peer request", "err", err)
+		return
+	}
+	log.Warn("request refused", "reason", why)
+}
+
 // answer decodes a peer message and runs it through the chain. Anything
 // malformed is answered with MALFORMED_MESSAGE naming what is wrong.
 func (in *ingress) answer(ctx context.Context, peer *pipeline.Peer, msg []byte) (*pipeline.Response, *pipeline.Request) {
@@ -143,9 +181,6 @@ func (in *ingress) answer(ctx context.Context, peer *pipeline.Peer, msg []byte) 
 		return pipeline.Reject(nil, idsmsg.MalformedMessage, http.StatusBadRequest, "IDS header: "+err.Error()), nil
 	}
 	req := &pipeline.Request{Peer: peer, Header: header, Payload: app.Payload, Extra: app.Extra}
-	if in.draining.Load() {
-		return pipeline.Reject(req, idsmsg.TemporarilyNotAvailable, http.StatusServiceUnavailable, "sidecar is shutting down"), req
-	}
 	return in.handler().Handle(ctx, req), req
 }
 

@@ -61,8 +61,10 @@ type Sidecar struct {
 	ingress  *ingress
 	pools    map[string]*peering.Pool
 	egress   []*http.Server
-	admin    *http.Server
-	backends *http.Client
+	// egressHandlers parallel egress, for reloads.
+	egressHandlers []*egress
+	admin          *http.Server
+	backends       *http.Client
 
 	mu        sync.Mutex
 	listeners []net.Listener // egress and admin, bound by Start
@@ -246,11 +248,12 @@ func (s *Sidecar) buildChain(cfg *config.Config) error {
 				backend = &pipeline.MultipartBackend{URL: u, Client: client, MaxBodyBytes: maxBody}
 			}
 			router.Routes = append(router.Routes, &pipeline.Route{
-				Name:    r.Name,
-				Match:   pipeline.Match{MessageTypes: r.Match.MessageTypes, PathPrefix: r.Match.PathPrefix, Subjects: r.Match.Peers},
-				Allow:   pipeline.AccessRule(r.Allow),
-				Backend: backend,
-				Timeout: r.Timeout.D(),
+				Name:         r.Name,
+				Match:        pipeline.Match{MessageTypes: r.Match.MessageTypes, PathPrefix: r.Match.PathPrefix, Subjects: r.Match.Peers},
+				Allow:        pipeline.AccessRule(r.Allow),
+				Backend:      backend,
+				Timeout:      r.Timeout.D(),
+				MaxBodyBytes: maxBody,
 			})
 		}
 	}
@@ -352,7 +355,10 @@ func (d *swappableDAT) Verify(ctx context.Context, token []byte, peer *x509.Cert
 // are returned before anything is served.
 func (s *Sidecar) Start(ctx context.Context) error {
 	cfg := s.cfg.Load()
-	ctx, s.cancel = context.WithCancel(ctx)
+	// Serving lasts until Shutdown, whatever becomes of the caller's ctx:
+	// a half-stopped sidecar that still completes handshakes would only
+	// make peers time out.
+	ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	var bound []net.Listener
 	fail := func(err error) error {
 		for _, l := range bound {
@@ -387,13 +393,9 @@ func (s *Sidecar) Start(ctx context.Context) error {
 			return fail(fmt.Errorf("egress %s: %w", e.Listen, err))
 		}
 		bound = append(bound, l)
-		maxBody := int64(e.MaxBodyBytes)
-		if maxBody == 0 {
-			maxBody = int64(cfg.Limits.MaxBodyBytes)
-		}
-		h := &egress{peer: e.Peer, pool: s.pools[e.Peer], mode: e.Mode, messageType: e.MessageType,
-			timeout: e.Timeout.D(), maxBody: maxBody, retryAfter: cfg.Limits.RetryAfter.D(),
-			self: func() idsmsg.Self { return *s.self.Load() }, log: s.log.With("component", "egress"), m: s.metrics}
+		h := &egress{self: func() idsmsg.Self { return *s.self.Load() }, log: s.log.With("component", "egress"), m: s.metrics}
+		h.settings.Store(s.egressSettings(cfg, e))
+		s.egressHandlers = append(s.egressHandlers, h)
 		srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
 		s.egress = append(s.egress, srv)
 		s.log.Info("egress listening", "addr", l.Addr().String(), "peer", e.Peer)
@@ -423,6 +425,15 @@ func (s *Sidecar) Start(ctx context.Context) error {
 		go func() { defer s.serveWG.Done(); s.admin.Serve(bound[len(bound)-1]) }()
 	}
 	return nil
+}
+
+func (s *Sidecar) egressSettings(cfg *config.Config, e config.Egress) *egressSettings {
+	maxBody := int64(e.MaxBodyBytes)
+	if maxBody == 0 {
+		maxBody = int64(cfg.Limits.MaxBodyBytes)
+	}
+	return &egressSettings{peer: e.Peer, pool: s.pools[e.Peer], mode: e.Mode, messageType: e.MessageType,
+		timeout: e.Timeout.D(), maxBody: maxBody, retryAfter: cfg.Limits.RetryAfter.D()}
 }
 
 // Addrs returns the bound addresses: ingress ("" if none), egress in
@@ -504,6 +515,15 @@ func (s *Sidecar) reload(old, next *config.Config) error {
 	if err := s.buildChain(next); err != nil {
 		restore()
 		return err
+	}
+	// Egress listeners keep their addresses; their settings follow the
+	// entry with the same listen address (the set cannot change live).
+	for i, h := range s.egressHandlers {
+		for _, e := range next.Egress {
+			if e.Listen == old.Egress[i].Listen && s.pools[e.Peer] != nil {
+				h.settings.Store(s.egressSettings(next, e))
+			}
+		}
 	}
 	s.cfg.Store(next)
 	s.log.Info("configuration reloaded")

@@ -36,7 +36,8 @@ func runSidecar(ctx context.Context, args []string, _, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "configuration %s is valid\n", *path)
 		return 0
 	}
-	log := newLogger(stderr, cfg.Log)
+	level := new(slog.LevelVar)
+	log := newLogger(stderr, cfg.Log, level)
 	s, err := sidecar.New(cfg, sidecar.Options{Logger: log})
 	if err != nil {
 		log.Error("cannot build the sidecar", "err", err)
@@ -67,7 +68,10 @@ func runSidecar(ctx context.Context, args []string, _, stderr io.Writer) int {
 			}
 			if err != nil {
 				log.Error("reload refused; the running configuration stays", "err", err)
+				continue
 			}
+			cfg = next // drain timeout and log level follow the file
+			level.Set(parseLevel(cfg.Log.Level))
 			continue
 		}
 		timeout := cfg.Shutdown.DrainTimeout.D()
@@ -83,11 +87,16 @@ func runSidecar(ctx context.Context, args []string, _, stderr io.Writer) int {
 	}
 }
 
-func newLogger(w io.Writer, c config.Log) *slog.Logger {
+func parseLevel(s string) slog.Level {
 	var level slog.Level
-	if err := level.UnmarshalText([]byte(c.Level)); err != nil {
-		level = slog.LevelInfo
+	if err := level.UnmarshalText([]byte(s)); err != nil {
+		return slog.LevelInfo
 	}
+	return level
+}
+
+func newLogger(w io.Writer, c config.Log, level *slog.LevelVar) *slog.Logger {
+	level.Set(parseLevel(c.Level))
 	opts := &slog.HandlerOptions{Level: level}
 	if c.Format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))

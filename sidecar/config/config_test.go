@@ -851,11 +851,18 @@ func TestRestartRequired(t *testing.T) {
 		"limits":  "  maxBodyBytes: 1MiB\n  retryAfter: 5s\n",
 		"ingress": "  routes:\n    - name: other\n      backend: http://127.0.0.1:9999\n      allow: {minSecurityProfile: idsc:TRUST_SECURITY_PROFILE}\n",
 		"egress":  "  - listen: 127.0.0.1:8081\n    peer: provider\n    timeout: 5s\n",
-		"peers":   "  - name: provider\n    address: localhost:29292\n    dialTimeout: 1s\n",
 		"log":     "  level: debug\n",
 	}), dir)
 	if got := RestartRequired(old, same); len(got) != 0 {
 		t.Errorf("live-reloadable changes reported as needing a restart: %v", got)
+	}
+	// Pool settings are fixed when the pool is built.
+	pools := mustParse(t, doc(map[string]string{
+		"peers":  "  - name: provider\n    address: localhost:29292\n    dialTimeout: 1s\n",
+		"limits": "  maxConcurrentPerPeer: 8\n",
+	}), dir)
+	if got, want := RestartRequired(old, pools), []string{"peers", "limits.maxConcurrentPerPeer"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("RestartRequired for pool settings = %v, want %v", got, want)
 	}
 	next := mustParse(t, doc(map[string]string{
 		"ingress": "  listen: 0.0.0.0:29293\n  routes:\n    - name: svc\n      backend: http://127.0.0.1:8080\n",

@@ -12,12 +12,13 @@ import (
 //
 //   - live: identity files (certificates, key and CA are re-read; new
 //     handshakes use them, established connections stay), identity URIs,
-//     ingress routes and maxConcurrentRequests, egress settings other than
-//     listen, peers' dialTimeout and skipHostnameVerification, limits,
-//     shutdown, log.level;
+//     ingress routes, egress settings other than listen, limits.maxBodyBytes
+//     and retryAfter, shutdown, log.level;
 //   - restart: ingress (added, removed, listen, transports,
-//     verifyClientAddress), the set of egress listen addresses, peers added
-//     or removed and their address, serverName, transport and poolSize,
+//     verifyClientAddress, maxConcurrentRequests), the set of egress listen
+//     addresses, peers added or removed and their address, serverName,
+//     transport, poolSize, dialTimeout and skipHostnameVerification,
+//     limits.maxConcurrentPerPeer and maxQueuePerPeer (the pools' sizes),
 //     daps, attestation, idscp2, admin and log.format.
 func RestartRequired(old, next *Config) []string {
 	var out []string
@@ -36,19 +37,11 @@ func RestartRequired(old, next *Config) []string {
 		diff("ingress.listen", old.Ingress.Listen, next.Ingress.Listen)
 		diff("ingress.transports", old.Ingress.Transports, next.Ingress.Transports)
 		diff("ingress.verifyClientAddress", old.Ingress.VerifyClientAddress, next.Ingress.VerifyClientAddress)
+		diff("ingress.maxConcurrentRequests", old.Ingress.MaxConcurrentRequests, next.Ingress.MaxConcurrentRequests)
 	}
-	type peerDial struct {
-		Address, ServerName, Transport string
-		PoolSize                       int
-	}
-	peers := func(c *Config) map[string]peerDial {
-		m := make(map[string]peerDial, len(c.Peers))
-		for _, p := range c.Peers {
-			m[p.Name] = peerDial{p.Address, p.ServerName, p.Transport, p.PoolSize}
-		}
-		return m
-	}
-	diff("peers", peers(old), peers(next))
+	diff("peers", old.Peers, next.Peers)
+	diff("limits.maxConcurrentPerPeer", old.Limits.MaxConcurrentPerPeer, next.Limits.MaxConcurrentPerPeer)
+	diff("limits.maxQueuePerPeer", old.Limits.MaxQueuePerPeer, next.Limits.MaxQueuePerPeer)
 	listens := func(c *Config) []string {
 		var l []string
 		for _, e := range c.Egress {

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
@@ -18,6 +19,9 @@ type Route struct {
 	Allow   AccessRule
 	Backend Handler // the forwarder (HTTPBackend or MultipartBackend)
 	Timeout time.Duration
+	// MaxBodyBytes caps the request payload (0: no cap here; the frame
+	// size still bounds it).
+	MaxBodyBytes int64
 }
 
 // Match selects requests; empty fields match everything.
@@ -92,6 +96,10 @@ func (r *Router) Handle(ctx context.Context, req *Request) *Response {
 		req.Route = rt
 		if ok, why := rt.Allow.admits(req); !ok {
 			return Reject(req, idsmsg.NotAuthorized, http.StatusForbidden, why)
+		}
+		if rt.MaxBodyBytes > 0 && int64(len(req.Payload)) > rt.MaxBodyBytes {
+			return Reject(req, idsmsg.BadParameters, http.StatusRequestEntityTooLarge,
+				fmt.Sprintf("request body exceeds %d bytes", rt.MaxBodyBytes))
 		}
 		if rt.Timeout > 0 {
 			var cancel context.CancelFunc
