@@ -5,7 +5,7 @@ FUZZTIME  ?= 20s
 # compile; without them its tests are left out and say so when run.
 TESTTAGS  ?= $(shell test -f /usr/include/openssl/evp.h && echo tpmsimulator)
 
-.PHONY: all build test lint proto bench demo demo-idscp2 fuzz testpki clean
+.PHONY: all build test lint proto bench bench-go demo demo-idscp2 fuzz testpki clean
 
 all: build
 
@@ -34,7 +34,16 @@ proto:
 	  --go_out=. --go_opt=module=github.com/idscp2-sidecar/idscp2-sidecar \
 	  attestation/tpm/tpmpb/tpm_attestation.proto
 
+## bench: the harness in bench/harness: the backend direct, through a stunnel
+## pair and through a sidecar pair, side by side, plus IDSCP2 handshake rate
+## and idle-connection memory (about 1.5 minutes; see bench/README.md).
+## Writes bench/results/latest.{md,json}. BENCHFLAGS passes options, e.g.
+## BENCHFLAGS='-duration 5s'.
 bench:
+	BENCH_COMMAND='make bench' $(GO) run ./bench/harness $(BENCHFLAGS)
+
+## bench-go: every Go benchmark in the module.
+bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 
 ## demo: the embedded default: throw-away PKI, built-in DAPS, a sample
