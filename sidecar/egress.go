@@ -125,18 +125,14 @@ func (eg *egress) serve(e *egressSettings, w http.ResponseWriter, r *http.Reques
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), e.timeout)
 	defer cancel()
-	respBytes, err := e.pool.RoundTrip(ctx, &peering.Request{ID: header.ID, Payload: payload, Idempotent: idempotent})
+	reply, err := e.pool.Exchange(ctx, &peering.Request{ID: header.ID, Payload: payload, Idempotent: idempotent})
 	if err != nil {
 		return 0, e.roundTripError(err)
 	}
-	resp, err := idsmsg.DecodeApp(respBytes)
-	if err != nil {
-		return 0, &httpError{http.StatusBadGateway, "peer answered with a malformed app-layer message: " + err.Error()}
-	}
-	rh, err := idsmsg.Parse([]byte(resp.Header))
-	if err != nil {
-		return 0, &httpError{http.StatusBadGateway, "peer answered with a malformed IDS header: " + err.Error()}
-	}
+	// The pool's reader parsed it to find this request: only a well-formed
+	// answer can carry our id.
+	a := reply.Decoded.(*answer)
+	resp, rh := a.app, a.header
 	status := http.StatusOK
 	if rh.Type == "ids:RejectionMessage" {
 		eg.m.Rejections.WithLabelValues("egress", rh.RejectionReason).Inc()

@@ -299,7 +299,7 @@ func (s *Sidecar) addPool(cfg *config.Config, p config.Peer) error {
 	pool, err := peering.New(peering.Options{
 		Name:        p.Name,
 		Dial:        dialer,
-		Correlate:   correlationOf,
+		Decode:      decodeAnswer,
 		Size:        p.PoolSize,
 		MaxInFlight: cfg.Limits.MaxConcurrentPerPeer,
 		MaxQueue:    cfg.Limits.MaxQueuePerPeer,
@@ -313,17 +313,23 @@ func (s *Sidecar) addPool(cfg *config.Config, p config.Peer) error {
 	return nil
 }
 
-// correlationOf reads the correlationMessage of a peer's answer.
-func correlationOf(payload []byte) (string, error) {
+// answer is a peer's response as the pool's reader decoded it, once.
+type answer struct {
+	app    *idsmsg.AppMessage
+	header *idsmsg.Message
+}
+
+// decodeAnswer parses a peer's answer and returns its correlationMessage.
+func decodeAnswer(payload []byte) (string, any, error) {
 	app, err := idsmsg.DecodeApp(payload)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	h, err := idsmsg.Parse([]byte(app.Header))
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
-	return h.CorrelationMessage, nil
+	return h.CorrelationMessage, &answer{app: app, header: h}, nil
 }
 
 type poolObserver struct{ m *metrics.Metrics }

@@ -101,27 +101,30 @@ type Observer interface {
 
 // Options configure a Pool. Zero values mean the defaults.
 type Options struct {
-	Name        string                                          // peer name, for logs and errors
-	Dial        func(ctx context.Context) (*idscp2.Conn, error) // returns an ESTABLISHED connection
-	Correlate   func(payload []byte) (id string, err error)     // reads the correlation id of a received message
-	Size        int                                             // connections kept established (default 2)
-	MaxInFlight int                                             // concurrent requests across the pool (default 64)
-	MaxQueue    int                                             // requests waiting for a slot (default 256, negative: none); beyond → ErrQueueFull
-	Backoff     Backoff                                         // reconnect backoff
-	Logger      *slog.Logger                                    // nil: slog.Default()
-	Observer    Observer                                        // optional metrics hooks (nil = none)
+	Name      string                                          // peer name, for logs and errors
+	Dial      func(ctx context.Context) (*idscp2.Conn, error) // returns an ESTABLISHED connection
+	Correlate func(payload []byte) (id string, err error)     // reads the correlation id of a received message
+	// Decode, if set, replaces Correlate: it also returns the parsed
+	// message, which Exchange hands to the caller.
+	Decode      func(payload []byte) (id string, decoded any, err error)
+	Size        int          // connections kept established (default 2)
+	MaxInFlight int          // concurrent requests across the pool (default 64)
+	MaxQueue    int          // requests waiting for a slot (default 256, negative: none); beyond → ErrQueueFull
+	Backoff     Backoff      // reconnect backoff
+	Logger      *slog.Logger // nil: slog.Default()
+	Observer    Observer     // optional metrics hooks (nil = none)
 }
 
 // Pool is a set of connections to one peer. It is safe for concurrent use.
 type Pool struct {
-	name      string
-	dial      func(ctx context.Context) (*idscp2.Conn, error)
-	correlate func([]byte) (string, error)
-	size      int
-	maxQueue  int
-	backoff   Backoff
-	log       *slog.Logger
-	obs       Observer
+	name     string
+	dial     func(ctx context.Context) (*idscp2.Conn, error)
+	decode   func([]byte) (string, any, error)
+	size     int
+	maxQueue int
+	backoff  Backoff
+	log      *slog.Logger
+	obs      Observer
 
 	sem     chan struct{} // in-flight slots
 	closing chan struct{} // closed by Close
@@ -154,10 +157,8 @@ type pconn struct {
 
 	inflight int // requests assigned to it; guarded by Pool.mu
 
-	sendTok chan struct{} // held by the one request being sent
-
 	mu      sync.Mutex
-	waiters map[string]chan []byte
+	waiters map[string]chan *Reply
 	dead    bool
 	err     error         // why it closed, set before deadCh closes
 	deadCh  chan struct{} // closed when the reader has stopped
@@ -171,8 +172,15 @@ func New(opts Options) (*Pool, error) {
 	if opts.Dial == nil {
 		return nil, errors.New("peering: Options.Dial is required")
 	}
-	if opts.Correlate == nil {
-		return nil, errors.New("peering: Options.Correlate is required")
+	if opts.Decode == nil && opts.Correlate != nil {
+		correlate := opts.Correlate
+		opts.Decode = func(b []byte) (string, any, error) {
+			id, err := correlate(b)
+			return id, nil, err
+		}
+	}
+	if opts.Decode == nil {
+		return nil, errors.New("peering: Options.Correlate or Options.Decode is required")
 	}
 	if opts.Size < 0 {
 		return nil, fmt.Errorf("peering: Size %d is negative", opts.Size)
@@ -204,20 +212,20 @@ func New(opts Options) (*Pool, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Pool{
-		name:      opts.Name,
-		dial:      opts.Dial,
-		correlate: opts.Correlate,
-		size:      opts.Size,
-		maxQueue:  opts.MaxQueue,
-		backoff:   opts.Backoff.withDefaults(),
-		log:       opts.Logger.With("component", "peering", "peer", opts.Name),
-		obs:       obs,
-		sem:       make(chan struct{}, opts.MaxInFlight),
-		closing:   make(chan struct{}),
-		ctx:       ctx,
-		cancel:    cancel,
-		wake:      make(chan struct{}, 1),
-		changed:   make(chan struct{}),
+		name:     opts.Name,
+		dial:     opts.Dial,
+		decode:   opts.Decode,
+		size:     opts.Size,
+		maxQueue: opts.MaxQueue,
+		backoff:  opts.Backoff.withDefaults(),
+		log:      opts.Logger.With("component", "peering", "peer", opts.Name),
+		obs:      obs,
+		sem:      make(chan struct{}, opts.MaxInFlight),
+		closing:  make(chan struct{}),
+		ctx:      ctx,
+		cancel:   cancel,
+		wake:     make(chan struct{}, 1),
+		changed:  make(chan struct{}),
 	}, nil
 }
 
@@ -232,6 +240,22 @@ func (p *Pool) Name() string { return p.name }
 // duplicate it (see the package doc), otherwise *LostError. When ctx ends,
 // ctx.Err() is returned; a response arriving later is dropped as unmatched.
 func (p *Pool) RoundTrip(ctx context.Context, req *Request) ([]byte, error) {
+	r, err := p.Exchange(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return r.Payload, nil
+}
+
+// Reply is a response with what Options.Decode made of it.
+type Reply struct {
+	Payload []byte
+	Decoded any // nil unless Options.Decode is set
+}
+
+// Exchange is RoundTrip returning the decoded response as well, so a caller
+// that needs the parsed message does not parse it a second time.
+func (p *Pool) Exchange(ctx context.Context, req *Request) (*Reply, error) {
 	if req == nil || req.ID == "" {
 		return nil, errors.New("peering: request without an ID")
 	}
@@ -261,25 +285,8 @@ func (p *Pool) RoundTrip(ctx context.Context, req *Request) ([]byte, error) {
 
 // exchange sends req on pc and waits for the response. retry reports that
 // the request may be sent again on another connection.
-func (p *Pool) exchange(ctx context.Context, pc *pconn, w chan []byte, req *Request, sends *int) (resp []byte, retry bool, err error) {
-	// One Send at a time per connection: idscp2.Conn.Send queues
-	// concurrent calls itself, but a Send that starts while another's ACK
-	// signal is still buffered consumes it, leaving the other waiting until
-	// its context ends although the peer has the message.
-	select {
-	case pc.sendTok <- struct{}{}:
-	case <-pc.deadCh: // it never left
-		if p.isClosing() {
-			return nil, false, ErrClosed
-		}
-		return nil, true, pc.err
-	case <-ctx.Done():
-		return nil, false, ctx.Err()
-	case <-p.closing:
-		return nil, false, ErrClosed
-	}
+func (p *Pool) exchange(ctx context.Context, pc *pconn, w chan *Reply, req *Request, sends *int) (resp *Reply, retry bool, err error) {
 	err = pc.c.Send(ctx, req.Payload)
-	<-pc.sendTok
 	var se *idscp2.SendError
 	switch {
 	case err == nil:
@@ -323,7 +330,7 @@ func (p *Pool) exchange(ctx context.Context, pc *pconn, w chan []byte, req *Requ
 
 // lost decides what happens to a request whose connection closed after it
 // was sent.
-func (p *Pool) lost(req *Request, sends int, cause error) ([]byte, bool, error) {
+func (p *Pool) lost(req *Request, sends int, cause error) (*Reply, bool, error) {
 	if p.isClosing() {
 		return nil, false, ErrClosed
 	}
@@ -334,7 +341,7 @@ func (p *Pool) lost(req *Request, sends int, cause error) ([]byte, bool, error) 
 }
 
 // withdraw removes the waiter; ok reports that the response had arrived.
-func (pc *pconn) withdraw(id string, w chan []byte) ([]byte, bool) {
+func (pc *pconn) withdraw(id string, w chan *Reply) (*Reply, bool) {
 	pc.mu.Lock()
 	if pc.waiters[id] == w {
 		delete(pc.waiters, id)
@@ -412,7 +419,7 @@ func (p *Pool) acquire(ctx context.Context) error {
 // assign picks the established connection with the fewest requests and
 // registers a waiter for id on it, waiting for a connection if there is
 // none.
-func (p *Pool) assign(ctx context.Context, id string) (*pconn, chan []byte, error) {
+func (p *Pool) assign(ctx context.Context, id string) (*pconn, chan *Reply, error) {
 	for {
 		p.mu.Lock()
 		if p.closed {
@@ -427,7 +434,7 @@ func (p *Pool) assign(ctx context.Context, id string) (*pconn, chan []byte, erro
 				p.mu.Unlock()
 				return nil, nil, fmt.Errorf("peering: a request with ID %q is already waiting for peer %s", id, p.name)
 			}
-			w := make(chan []byte, 1)
+			w := make(chan *Reply, 1)
 			pc.waiters[id] = w
 			pc.mu.Unlock()
 			pc.inflight++
@@ -460,7 +467,7 @@ func (p *Pool) assign(ctx context.Context, id string) (*pconn, chan []byte, erro
 }
 
 // unassign removes the waiter if still there and releases pc's count.
-func (p *Pool) unassign(pc *pconn, id string, w chan []byte) {
+func (p *Pool) unassign(pc *pconn, id string, w chan *Reply) {
 	pc.mu.Lock()
 	if pc.waiters[id] == w {
 		delete(pc.waiters, id)
@@ -587,7 +594,7 @@ func (p *Pool) dialOnce() {
 		p.log.Warn("cannot connect to peer", "err", err, "failures", failures, "retry_in", delay)
 		return
 	}
-	pc := &pconn{c: c, since: time.Now(), waiters: make(map[string]chan []byte), deadCh: make(chan struct{}), sendTok: make(chan struct{}, 1)}
+	pc := &pconn{c: c, since: time.Now(), waiters: make(map[string]chan *Reply), deadCh: make(chan struct{})}
 	p.conns = append(p.conns, pc)
 	p.lastErr = nil
 	n := len(p.conns)
@@ -610,7 +617,7 @@ func (p *Pool) read(pc *pconn) {
 			break
 		}
 		pc.delivered = true
-		id, err := p.correlate(msg)
+		id, decoded, err := p.decode(msg)
 		if err != nil {
 			p.obs.Unmatched(p.name)
 			p.log.Debug("dropping a message without a readable correlation id", "err", err, "len", len(msg))
@@ -627,7 +634,7 @@ func (p *Pool) read(pc *pconn) {
 			p.log.Debug("dropping a message that answers no waiting request", "correlation", id, "len", len(msg))
 			continue
 		}
-		w <- msg // buffered, and each waiter is handed one message
+		w <- &Reply{Payload: msg, Decoded: decoded} // buffered, and each waiter is handed one message
 	}
 	pc.c.Close() // sends IdscpClose{USER_SHUTDOWN} unless already closed
 	cause := pc.c.Err()
