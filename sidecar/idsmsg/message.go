@@ -275,7 +275,12 @@ func decodeObject(b []byte) ([]kv, error) {
 		}
 		return nil, errors.New("invalid JSON")
 	}
-	b = bytes.Clone(b)
+	return splitObject(bytes.Clone(b))
+}
+
+// splitObject is decodeObject for a value inside an object decodeObject
+// already validated: no second validation pass, no copy.
+func splitObject(b []byte) ([]kv, error) {
 	i := skipSpace(b, 0)
 	if b[i] != '{' {
 		return nil, fmt.Errorf("found %s", describeValue(b[i]))
@@ -446,7 +451,7 @@ func (c *ldContext) add(raw json.RawMessage, depth int) error {
 		}
 		return nil
 	case '{':
-		obj, err := decodeObject(raw)
+		obj, err := splitObject(raw)
 		if err != nil {
 			return perr("@context", "%v", err)
 		}
@@ -468,7 +473,7 @@ func (c *ldContext) add(raw json.RawMessage, depth int) error {
 					}
 				}
 			case '{':
-				def, err := decodeObject(p.v)
+				def, err := splitObject(p.v)
 				if err != nil {
 					return perr("@context", "term %q: %v", p.k, err)
 				}
@@ -569,7 +574,7 @@ func (c *ldContext) messageNode(raw json.RawMessage) (node []kv, graph map[strin
 	graph = map[string][]kv{}
 	found := 0
 	for i, e := range arr {
-		obj, err := decodeObject(e)
+		obj, err := splitObject(e)
 		if err != nil {
 			return nil, nil, perr("@graph", "node %d: %v", i, err)
 		}
@@ -624,7 +629,7 @@ func (c *ldContext) literal(field string, v json.RawMessage) (s, typ string, err
 		}
 		return s, "", nil
 	case '{':
-		obj, err := decodeObject(v)
+		obj, err := splitObject(v)
 		if err != nil {
 			return "", "", perr(field, "%v", err)
 		}
@@ -677,7 +682,7 @@ func (c *ldContext) iriValue(field string, v json.RawMessage) (string, error) {
 			return "", perr(field, "%v", err)
 		}
 	case '{':
-		obj, err := decodeObject(v)
+		obj, err := splitObject(v)
 		if err != nil {
 			return "", perr(field, "%v", err)
 		}
@@ -753,7 +758,7 @@ func (c *ldContext) tokenValue(v json.RawMessage, graph map[string][]kv) (string
 	if firstByte(v) != '{' {
 		return "", perr(fSecurityToken, "expected an ids:DynamicAttributeToken object")
 	}
-	obj, err := decodeObject(v)
+	obj, err := splitObject(v)
 	if err != nil {
 		return "", perr(fSecurityToken, "%v", err)
 	}
