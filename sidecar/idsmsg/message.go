@@ -466,6 +466,10 @@ func (c *ldContext) add(raw json.RawMessage, depth int) error {
 				case p.k == "@vocab":
 					c.vocab = c.expand(iri)
 				case strings.HasPrefix(p.k, "@"):
+				case p.k == "ids" && iri != NSCore, p.k == "idsc" && iri != NSCode:
+					// Marshal writes the standard prefixes; a message that
+					// rebinds them would change meaning on the way through.
+					return perr("@context", "prefix %q must be %s, not %q", p.k, map[string]string{"ids": NSCore, "idsc": NSCode}[p.k], iri)
 				default:
 					c.prefixes[p.k] = iri
 					if p.k != "ids" && p.k != "idsc" {
