@@ -107,7 +107,7 @@ func (eg *egress) serve(e *egressSettings, w http.ResponseWriter, r *http.Reques
 			app.Extra = []idsmsg.Header{{Name: "Content-Type", Value: mp.PayloadType}}
 		}
 	} else {
-		body, err := pipeline.ReadLimited(r.Body, e.maxBody)
+		body, err := pipeline.ReadLimited(r.Body, e.maxBody, r.ContentLength)
 		if err != nil {
 			if errors.Is(err, pipeline.ErrTooLarge) {
 				return 0, &httpError{http.StatusRequestEntityTooLarge, fmt.Sprintf("request body exceeds %d bytes", e.maxBody)}

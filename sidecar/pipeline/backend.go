@@ -61,7 +61,7 @@ func (b *HTTPBackend) Handle(ctx context.Context, req *Request) *Response {
 		return backendFailure(req, err)
 	}
 	defer resp.Body.Close()
-	body, err := ReadLimited(resp.Body, b.MaxBodyBytes)
+	body, err := ReadLimited(resp.Body, b.MaxBodyBytes, resp.ContentLength)
 	if err != nil {
 		if errors.Is(err, ErrTooLarge) {
 			return Reject(req, idsmsg.InternalRecipientError, http.StatusBadGateway,
@@ -176,17 +176,25 @@ func errText(err error) string {
 var ErrTooLarge = errors.New("body too large")
 
 // ReadLimited reads all of r, failing with ErrTooLarge past limit bytes
-// (limit <= 0: no limit).
-func ReadLimited(r io.Reader, limit int64) ([]byte, error) {
-	if limit <= 0 {
-		return io.ReadAll(r)
-	}
-	b, err := io.ReadAll(io.LimitReader(r, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(b)) > limit {
+// (limit <= 0: no limit). size is the announced length (-1 if unknown), a
+// hint only (HEAD and 304 answers announce bodies they do not carry): the
+// buffer is allocated for it once instead of grown by doubling.
+func ReadLimited(r io.Reader, limit, size int64) ([]byte, error) {
+	if limit > 0 && size > limit {
 		return nil, ErrTooLarge
 	}
-	return b, nil
+	if limit > 0 {
+		r = io.LimitReader(r, limit+1)
+	}
+	var buf bytes.Buffer
+	if size > 0 {
+		buf.Grow(int(size) + bytes.MinRead) // ReadFrom wants MinRead spare before EOF
+	}
+	if _, err := buf.ReadFrom(r); err != nil {
+		return nil, err
+	}
+	if limit > 0 && int64(buf.Len()) > limit {
+		return nil, ErrTooLarge
+	}
+	return buf.Bytes(), nil
 }
