@@ -7,21 +7,19 @@ package sidecar_test
 // DAPS, both sidecars, a backend. Set E2E_LOG=1 to see the sidecars' logs.
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
+	"github.com/idscp2-sidecar/idscp2-sidecar/internal/swtpmtest"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -316,79 +314,8 @@ func tpmSCFailures(t *testing.T, s *sidecar.Sidecar, role, reason string) float6
 	return sum
 }
 
-// tpmSCSwtpm starts swtpm on free loopback ports P (data) and P+1
-// (control) with a fresh state and returns the data port's address:
-//
-//	swtpm socket --tpm2 --server type=tcp,port=P --ctrl type=tcp,port=P+1 \
-//	  --tpmstate dir=D --flags not-need-init,startup-clear
+// tpmSCSwtpm starts swtpm for the test and returns its data port's address.
 func tpmSCSwtpm(t *testing.T) string {
-	t.Helper()
-	bin, err := exec.LookPath("swtpm")
-	if err != nil {
-		t.Skip("swtpm not installed (Debian package swtpm; .ci/run installs it): TPM sidecar test skipped")
-	}
-	dir := t.TempDir()
-	for attempt := 0; ; attempt++ {
-		port := tpmSCFreePortPair(t)
-		cmd := exec.Command(bin, "socket", "--tpm2",
-			"--tpmstate", "dir="+dir,
-			"--server", "type=tcp,port="+strconv.Itoa(port)+",bindaddr=127.0.0.1",
-			"--ctrl", "type=tcp,port="+strconv.Itoa(port+1)+",bindaddr=127.0.0.1",
-			"--flags", "not-need-init,startup-clear")
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatalf("start swtpm: %v", err)
-		}
-		exited := make(chan struct{})
-		go func() { cmd.Wait(); close(exited) }()
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		if tpmSCListening(addr, exited) {
-			t.Cleanup(func() {
-				cmd.Process.Kill()
-				<-exited
-			})
-			return addr
-		}
-		cmd.Process.Kill()
-		<-exited
-		if attempt == 3 {
-			t.Fatalf("swtpm did not start: %s", stderr.String())
-		}
-	}
-}
-
-func tpmSCListening(addr string, exited <-chan struct{}) bool {
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case <-exited:
-			return false
-		default:
-		}
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			return true
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return false
-}
-
-func tpmSCFreePortPair(t *testing.T) int {
-	for range 50 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		p := l.Addr().(*net.TCPAddr).Port
-		l2, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p+1)))
-		l.Close()
-		if err == nil {
-			l2.Close()
-			return p
-		}
-	}
-	t.Fatal("no pair of free ports")
-	return 0
+	addr, _ := swtpmtest.Start(t)
+	return addr
 }

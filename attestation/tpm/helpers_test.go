@@ -5,17 +5,13 @@ package tpm_test
 // that share, count or slow down TPM access, and AK/certificate set-up.
 
 import (
-	"bytes"
 	"context"
 	"crypto/x509/pkix"
 	"encoding/binary"
+	"github.com/idscp2-sidecar/idscp2-sidecar/internal/swtpmtest"
 	"io"
 	"log/slog"
-	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -93,90 +89,6 @@ type swtpmConn struct {
 type swtpmInstance struct {
 	addr string // data port, 127.0.0.1:P
 	dir  string // state directory
-}
-
-// startSwtpm starts swtpm on free loopback ports P (data) and P+1
-// (control) with a fresh state directory:
-//
-//	swtpm socket --tpm2 --tpmstate dir=D \
-//	  --server type=tcp,port=P,bindaddr=127.0.0.1 \
-//	  --ctrl type=tcp,port=P+1,bindaddr=127.0.0.1 \
-//	  --flags not-need-init,startup-clear
-//
-// so neither swtpm_ioctl -i nor TPM2_Startup is needed.
-func startSwtpm(t testing.TB) *swtpmInstance {
-	t.Helper()
-	bin, err := exec.LookPath("swtpm")
-	if err != nil {
-		t.Skip("swtpm not installed (Debian package swtpm; .ci/run installs it): swtpm tests skipped")
-	}
-	dir := t.TempDir()
-	for attempt := 0; ; attempt++ {
-		port := freePortPair(t)
-		ctrl := port + 1 // tpm2-tools' swtpm TCTI expects the control port here
-		cmd := exec.Command(bin, "socket", "--tpm2",
-			"--tpmstate", "dir="+dir,
-			"--server", "type=tcp,port="+strconv.Itoa(port)+",bindaddr=127.0.0.1",
-			"--ctrl", "type=tcp,port="+strconv.Itoa(ctrl)+",bindaddr=127.0.0.1",
-			"--flags", "not-need-init,startup-clear",
-			"--log", "file="+filepath.Join(dir, "swtpm.log"))
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatalf("start swtpm: %v", err)
-		}
-		exited := make(chan struct{})
-		go func() { cmd.Wait(); close(exited) }()
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		if waitListening(addr, exited) {
-			t.Cleanup(func() {
-				cmd.Process.Kill()
-				<-exited
-			})
-			return &swtpmInstance{addr: addr, dir: dir}
-		}
-		cmd.Process.Kill()
-		<-exited
-		if attempt == 3 {
-			t.Fatalf("swtpm did not start: %s", stderr.String())
-		}
-	}
-}
-
-func waitListening(addr string, exited <-chan struct{}) bool {
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case <-exited:
-			return false
-		default:
-		}
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			return true
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return false
-}
-
-// freePortPair returns a port P such that P and P+1 are free (for now).
-func freePortPair(t testing.TB) int {
-	for range 50 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		p := l.Addr().(*net.TCPAddr).Port
-		l2, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p+1)))
-		l.Close()
-		if err == nil {
-			l2.Close()
-			return p
-		}
-	}
-	t.Fatal("no pair of free ports")
-	return 0
 }
 
 // shared makes one back-end transport usable by several *tpm.TPM at once
@@ -372,4 +284,10 @@ func eachBackend(t *testing.T, f func(t *testing.T, be backend)) {
 	for _, be := range backends {
 		t.Run(be.name, func(t *testing.T) { f(t, be) })
 	}
+}
+
+// startSwtpm starts swtpm for one test (see swtpmtest.Start).
+func startSwtpm(t testing.TB) *swtpmInstance {
+	addr, dir := swtpmtest.Start(t)
+	return &swtpmInstance{addr: addr, dir: dir}
 }

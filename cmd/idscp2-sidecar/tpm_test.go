@@ -13,9 +13,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
-	"net"
+	"github.com/idscp2-sidecar/idscp2-sidecar/internal/swtpmtest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -27,83 +26,6 @@ import (
 	"github.com/idscp2-sidecar/idscp2-sidecar/attestation/tpm"
 	"github.com/idscp2-sidecar/idscp2-sidecar/internal/testpki"
 )
-
-// tpmTestSwtpm starts swtpm on free loopback ports P (data) and P+1
-// (control) with a fresh state and returns the --tpm spec of its data port:
-//
-//	swtpm socket --tpm2 --server type=tcp,port=P --ctrl type=tcp,port=P+1 \
-//	  --tpmstate dir=D --flags not-need-init,startup-clear
-func tpmTestSwtpm(t *testing.T) string {
-	t.Helper()
-	bin, err := exec.LookPath("swtpm")
-	if err != nil {
-		t.Skip("swtpm not installed (Debian package swtpm; .ci/run installs it): TPM command tests skipped")
-	}
-	dir := t.TempDir()
-	for attempt := 0; ; attempt++ {
-		port := tpmTestFreePortPair(t)
-		cmd := exec.Command(bin, "socket", "--tpm2",
-			"--tpmstate", "dir="+dir,
-			"--server", "type=tcp,port="+strconv.Itoa(port)+",bindaddr=127.0.0.1",
-			"--ctrl", "type=tcp,port="+strconv.Itoa(port+1)+",bindaddr=127.0.0.1",
-			"--flags", "not-need-init,startup-clear")
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatalf("start swtpm: %v", err)
-		}
-		exited := make(chan struct{})
-		go func() { cmd.Wait(); close(exited) }()
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		if tpmTestListening(addr, exited) {
-			t.Cleanup(func() {
-				cmd.Process.Kill()
-				<-exited
-			})
-			return "swtpm:" + addr
-		}
-		cmd.Process.Kill()
-		<-exited
-		if attempt == 3 {
-			t.Fatalf("swtpm did not start: %s", stderr.String())
-		}
-	}
-}
-
-func tpmTestListening(addr string, exited <-chan struct{}) bool {
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case <-exited:
-			return false
-		default:
-		}
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			return true
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return false
-}
-
-func tpmTestFreePortPair(t *testing.T) int {
-	for range 50 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		p := l.Addr().(*net.TCPAddr).Port
-		l2, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p+1)))
-		l.Close()
-		if err == nil {
-			l2.Close()
-			return p
-		}
-	}
-	t.Fatal("no pair of free ports")
-	return 0
-}
 
 // tpmTestRun runs the command line and returns stdout, stderr and the exit
 // code.
@@ -438,4 +360,11 @@ func TestTPMCommandUsage(t *testing.T) {
 			t.Errorf("%q: exit %d, stdout %q, stderr %q; want exit %d and %q", tc.args, code, stdout, stderr, tc.code, tc.want)
 		}
 	}
+}
+
+// tpmTestSwtpm starts swtpm for the test and returns the --tpm spec of its
+// data port.
+func tpmTestSwtpm(t *testing.T) string {
+	addr, _ := swtpmtest.Start(t)
+	return "swtpm:" + addr
 }
