@@ -248,7 +248,30 @@ func (s *stepper) stopVerifier() {
 	s.cancelTimer(TimerVerifier)
 }
 
-// proverDone consumes a prover result or message event from the current run.
+// proverFinished and verifierFinished record a run that reported OK.
+func (s *stepper) proverFinished() {
+	s.m.proverRunning = false
+	s.cancelTimer(TimerProver)
+}
+
+func (s *stepper) verifierFinished() {
+	s.m.verifierRunning = false
+	s.cancelTimer(TimerVerifier)
+}
+
+// proverFailed and verifierFailed close with the reference's RA causes.
+func (s *stepper) proverFailed() Result {
+	s.m.proverRunning = false
+	return s.closeWith(pb.IdscpClose_RA_PROVER_FAILED, msgProverFailed, "own prover failed")
+}
+
+func (s *stepper) verifierFailed() Result {
+	s.m.verifierRunning = false
+	return s.closeWith(pb.IdscpClose_RA_VERIFIER_FAILED, msgVerifierFailed, "peer attestation refused")
+}
+
+// proverEvent reports whether a prover result or message event belongs to
+// the current run.
 func (m *Machine) proverEvent(gen uint64) bool { return m.proverRunning && gen == m.proverGen }
 
 func (m *Machine) verifierEvent(gen uint64) bool { return m.verifierRunning && gen == m.verifierGen }
@@ -591,22 +614,18 @@ func (s *stepper) waitForRa(ev Event) Result {
 	case EvReAttest:
 		return OK
 	case EvProverOK:
-		m.proverRunning = false
-		s.cancelTimer(TimerProver)
+		s.proverFinished()
 		s.to(WaitForRaVerifier)
 		return OK
 	case EvVerifierOK:
-		m.verifierRunning = false
-		s.cancelTimer(TimerVerifier)
+		s.verifierFinished()
 		s.startTimer(TimerRa, m.cfg.RaInterval)
 		s.to(WaitForRaProver)
 		return OK
 	case EvProverFailed:
-		m.proverRunning = false
-		return s.closeWith(pb.IdscpClose_RA_PROVER_FAILED, msgProverFailed, "own prover failed")
+		return s.proverFailed()
 	case EvVerifierFailed:
-		m.verifierRunning = false
-		return s.closeWith(pb.IdscpClose_RA_VERIFIER_FAILED, msgVerifierFailed, "peer attestation refused")
+		return s.verifierFailed()
 	case EvProverMsg:
 		return s.sendProverMsg(ev)
 	case EvVerifierMsg:
@@ -633,14 +652,12 @@ func (s *stepper) waitForRaVerifier(ev Event) Result {
 	case EvReAttest:
 		return OK
 	case EvVerifierOK:
-		m.verifierRunning = false
-		s.cancelTimer(TimerVerifier)
+		s.verifierFinished()
 		s.startTimer(TimerRa, m.cfg.RaInterval)
 		s.raDone()
 		return OK
 	case EvVerifierFailed:
-		m.verifierRunning = false
-		return s.closeWith(pb.IdscpClose_RA_VERIFIER_FAILED, msgVerifierFailed, "peer attestation refused")
+		return s.verifierFailed()
 	case EvVerifierMsg:
 		return s.sendVerifierMsg(ev)
 	case EvDatExpired:
@@ -661,20 +678,17 @@ func (s *stepper) waitForRaVerifier(ev Event) Result {
 }
 
 func (s *stepper) waitForRaProver(ev Event) Result {
-	m := s.m
 	switch ev.Kind {
 	case EvSend:
 		return NotConnected
 	case EvReAttest:
 		return s.repeatRa()
 	case EvProverOK:
-		m.proverRunning = false
-		s.cancelTimer(TimerProver)
+		s.proverFinished()
 		s.raDone()
 		return OK
 	case EvProverFailed:
-		m.proverRunning = false
-		return s.closeWith(pb.IdscpClose_RA_PROVER_FAILED, msgProverFailed, "own prover failed")
+		return s.proverFailed()
 	case EvProverMsg:
 		return s.sendProverMsg(ev)
 	case EvDatExpired:
@@ -693,20 +707,17 @@ func (s *stepper) waitForRaProver(ev Event) Result {
 }
 
 func (s *stepper) waitForDatAndRa(ev Event) Result {
-	m := s.m
 	switch ev.Kind {
 	case EvSend:
 		return NotConnected
 	case EvReAttest:
 		return OK
 	case EvProverOK:
-		m.proverRunning = false
-		s.cancelTimer(TimerProver)
+		s.proverFinished()
 		s.to(WaitForDatAndRaVerifier)
 		return OK
 	case EvProverFailed:
-		m.proverRunning = false
-		return s.closeWith(pb.IdscpClose_RA_PROVER_FAILED, msgProverFailed, "own prover failed")
+		return s.proverFailed()
 	case EvProverMsg:
 		return s.sendProverMsg(ev)
 	case EvDat:
