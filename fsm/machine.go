@@ -143,8 +143,7 @@ type Machine struct {
 	ackFlag                  bool
 	buffered                 []byte
 
-	everEstablished bool
-	closeInfo       CloseInfo
+	closeInfo CloseInfo
 }
 
 // New returns a machine in ClosedUnlocked.
@@ -276,12 +275,7 @@ func (m *Machine) proverEvent(gen uint64) bool { return m.proverRunning && gen =
 
 func (m *Machine) verifierEvent(gen uint64) bool { return m.verifierRunning && gen == m.verifierGen }
 
-func (s *stepper) to(st State) {
-	s.m.state = st
-	if st == Established {
-		s.m.everEstablished = true
-	}
-}
+func (s *stepper) to(st State) { s.m.state = st }
 
 // shutdown enters ClosedLocked: cancel every timer, stop both drivers and
 // close the channel (the reference's shutdownFsm).

@@ -121,7 +121,6 @@ type Conn struct {
 
 	sendSlot  chan struct{} // held by the one Send whose message is in flight
 	ackWaiter chan struct{} // closed by the in-flight message's ACK
-	inFlight  bool          // a data message was sent and awaits its ACK
 
 	recvq      [][]byte
 	recvNotify chan struct{}
@@ -239,7 +238,6 @@ func (c *Conn) do(a *fsm.Action) {
 			return
 		}
 		c.dataFrame = b
-		c.inFlight = true
 		c.cfg.Observer.Message(true, "data", len(b))
 		c.enqueue(outFrame{b: b, data: true})
 	case fsm.ActSendAck:
@@ -276,7 +274,6 @@ func (c *Conn) do(a *fsm.Action) {
 		default:
 		}
 	case fsm.ActAcked:
-		c.inFlight = false
 		c.spentFrame, c.dataFrame = c.dataFrame, nil
 		c.recycleSpent()
 		if c.ackWaiter != nil {

@@ -243,7 +243,7 @@ func (s *Sidecar) buildChain(cfg *config.Config) error {
 			if maxBody == 0 {
 				maxBody = int64(cfg.Limits.MaxBodyBytes)
 			}
-			var backend pipeline.Handler = &pipeline.HTTPBackend{URL: u, Client: client, MaxBodyBytes: maxBody, Logger: s.log}
+			var backend pipeline.Handler = &pipeline.HTTPBackend{URL: u, Client: client, MaxBodyBytes: maxBody}
 			if r.Mode == config.ModeMultipart {
 				backend = &pipeline.MultipartBackend{URL: u, Client: client, MaxBodyBytes: maxBody}
 			}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -33,7 +32,6 @@ type HTTPBackend struct {
 	URL          *url.URL // scheme and host (and a path prefix) of the service
 	Client       *http.Client
 	MaxBodyBytes int64
-	Logger       *slog.Logger
 }
 
 // Handle implements Handler.
