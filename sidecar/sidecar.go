@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -78,6 +79,9 @@ func New(cfg *config.Config, opts Options) (*Sidecar, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if err := refuseQUIC(cfg); err != nil {
+		return nil, err
+	}
 	s := &Sidecar{log: opts.Logger, opts: opts, metrics: metrics.New(metrics.Version()), pools: map[string]*peering.Pool{}}
 	if err := s.loadIdentity(cfg); err != nil {
 		return nil, err
@@ -133,6 +137,21 @@ func New(cfg *config.Config, opts Options) (*Sidecar, error) {
 	s.metrics.ReloadOK.Set(1)
 	s.metrics.ReloadTime.SetToCurrentTime()
 	return s, nil
+}
+
+// refuseQUIC fails configurations that ask for the QUIC binding, which the
+// configuration format already knows (docs/quic.md) but this build does not
+// implement: dialling TCP instead would hide the mistake.
+func refuseQUIC(cfg *config.Config) error {
+	for _, p := range cfg.Peers {
+		if p.Transport == config.TransportQUIC {
+			return fmt.Errorf("peers %s: transport quic is not implemented yet (see docs/quic.md); use tcp", p.Name)
+		}
+	}
+	if cfg.Ingress != nil && slices.Contains(cfg.Ingress.Transports, config.TransportQUIC) {
+		return errors.New("ingress.transports: quic is not implemented yet (see docs/quic.md); use [tcp]")
+	}
+	return nil
 }
 
 // Metrics returns the sidecar's metrics (for tests and embedding).
