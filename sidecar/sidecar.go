@@ -505,11 +505,11 @@ func (s *Sidecar) Reload(next *config.Config) error {
 	err := s.reload(old, next)
 	if err != nil {
 		s.metrics.ReloadOK.Set(0)
-		s.log.Error("configuration reload failed; keeping the previous configuration", "err", err)
-		return err
+		return err // the caller reports it, with its own context
 	}
 	s.metrics.ReloadOK.Set(1)
 	s.metrics.ReloadTime.SetToCurrentTime()
+	s.log.Info("configuration reloaded") // after the metrics: watchers read them on this line
 	return nil
 }
 
@@ -551,7 +551,6 @@ func (s *Sidecar) reload(old, next *config.Config) error {
 		}
 	}
 	s.cfg.Store(next)
-	s.log.Info("configuration reloaded")
 	return nil
 }
 
