@@ -416,6 +416,22 @@ func (s *stepper) step(ev Event) Result {
 		}
 	}
 
+	// Events whose handling does not depend on which attestation state the
+	// machine is in.
+	switch ev.Kind {
+	case EvReAttest: // repeatRa knows the states where it has an effect
+		return s.repeatRa()
+	case EvSend:
+		if !m.state.Connected() {
+			return NotConnected
+		}
+	case EvAck:
+		if !m.state.Connected() && m.state != WaitForHello {
+			s.recvAck(ev) // an ACK may complete a send while (re-)attesting
+			return OK
+		}
+	}
+
 	switch m.state {
 	case WaitForHello:
 		return s.waitForHello(ev)
@@ -568,10 +584,6 @@ func (s *stepper) stepClosed(ev Event) Result {
 func (s *stepper) waitForHello(ev Event) Result {
 	m := s.m
 	switch ev.Kind {
-	case EvSend:
-		return NotConnected
-	case EvReAttest:
-		return OK
 	case EvHello:
 		s.cancelTimer(TimerHandshake)
 		h := ev.Hello
@@ -603,10 +615,6 @@ func (s *stepper) waitForHello(ev Event) Result {
 func (s *stepper) waitForRa(ev Event) Result {
 	m := s.m
 	switch ev.Kind {
-	case EvSend:
-		return NotConnected
-	case EvReAttest:
-		return OK
 	case EvProverOK:
 		s.proverFinished()
 		s.to(WaitForRaVerifier)
@@ -624,9 +632,6 @@ func (s *stepper) waitForRa(ev Event) Result {
 		return s.sendProverMsg(ev)
 	case EvVerifierMsg:
 		return s.sendVerifierMsg(ev)
-	case EvAck:
-		s.recvAck(ev)
-		return OK
 	case EvRaVerifier:
 		return s.toProver(ev)
 	case EvRaProver:
@@ -641,10 +646,6 @@ func (s *stepper) waitForRa(ev Event) Result {
 func (s *stepper) waitForRaVerifier(ev Event) Result {
 	m := s.m
 	switch ev.Kind {
-	case EvSend:
-		return NotConnected
-	case EvReAttest:
-		return OK
 	case EvVerifierOK:
 		s.verifierFinished()
 		s.startTimer(TimerRa, m.cfg.RaInterval)
@@ -664,19 +665,12 @@ func (s *stepper) waitForRaVerifier(ev Event) Result {
 		s.restartProver()
 		s.to(WaitForRa)
 		return OK
-	case EvAck:
-		s.recvAck(ev)
-		return OK
 	}
 	return Ignored
 }
 
 func (s *stepper) waitForRaProver(ev Event) Result {
 	switch ev.Kind {
-	case EvSend:
-		return NotConnected
-	case EvReAttest:
-		return s.repeatRa()
 	case EvProverOK:
 		s.proverFinished()
 		s.raDone()
@@ -693,19 +687,12 @@ func (s *stepper) waitForRaProver(ev Event) Result {
 	case EvReRa:
 		s.restartProver()
 		return OK
-	case EvAck:
-		s.recvAck(ev)
-		return OK
 	}
 	return Ignored
 }
 
 func (s *stepper) waitForDatAndRa(ev Event) Result {
 	switch ev.Kind {
-	case EvSend:
-		return NotConnected
-	case EvReAttest:
-		return OK
 	case EvProverOK:
 		s.proverFinished()
 		s.to(WaitForDatAndRaVerifier)
@@ -730,19 +717,12 @@ func (s *stepper) waitForDatAndRa(ev Event) Result {
 	case EvReRa:
 		s.restartProver()
 		return OK
-	case EvAck:
-		s.recvAck(ev)
-		return OK
 	}
 	return Ignored
 }
 
 func (s *stepper) waitForDatAndRaVerifier(ev Event) Result {
 	switch ev.Kind {
-	case EvSend:
-		return NotConnected
-	case EvReAttest:
-		return OK
 	case EvDat:
 		s.cancelTimer(TimerHandshake)
 		if !s.peerDat(ev.Dat) {
@@ -759,9 +739,6 @@ func (s *stepper) waitForDatAndRaVerifier(ev Event) Result {
 		s.restartProver()
 		s.to(WaitForDatAndRa)
 		return OK
-	case EvAck:
-		s.recvAck(ev)
-		return OK
 	}
 	return Ignored
 }
@@ -776,8 +753,6 @@ func (s *stepper) established(ev Event) Result {
 		s.startTimer(TimerAck, m.cfg.AckTimeout)
 		s.to(WaitForAck)
 		return OK
-	case EvReAttest:
-		return s.repeatRa()
 	case EvReRa:
 		s.restartProver()
 		s.to(WaitForRaProver)
@@ -796,8 +771,6 @@ func (s *stepper) waitForAck(ev Event) Result {
 	switch ev.Kind {
 	case EvSend:
 		return WouldBlock
-	case EvReAttest:
-		return s.repeatRa()
 	case EvReRa:
 		s.restartProver()
 		s.cancelTimer(TimerAck)
