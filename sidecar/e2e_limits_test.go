@@ -45,6 +45,9 @@ func TestE2EIngressConcurrencyLimit(t *testing.T) {
 	if r.Status != http.StatusServiceUnavailable {
 		t.Fatalf("a request over ingress.maxConcurrentRequests: %d %q, want 503 (TEMPORARILY_NOT_AVAILABLE) at once", r.Status, e2eClip(r.Body))
 	}
+	if r.Header.Get("Retry-After") == "" {
+		t.Errorf("503 from the peer's full ingress without Retry-After: %v", r.Header)
+	}
 	e2eExpect(t, "held request", h, http.StatusOK, "held")
 }
 

@@ -1,10 +1,10 @@
 package sidecar
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"mime"
 	"net/http"
@@ -66,7 +66,7 @@ func (eg *egress) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			status = http.StatusBadGateway
 		}
 		if status == http.StatusServiceUnavailable {
-			w.Header().Set("Retry-After", strconv.Itoa(max(1, int(e.retryAfter.Seconds()))))
+			e.setRetryAfter(w.Header())
 		}
 		http.Error(w, err.Error(), status)
 	}
@@ -133,35 +133,47 @@ func (eg *egress) serve(e *egressSettings, w http.ResponseWriter, r *http.Reques
 	// answer can carry our id.
 	a := reply.Decoded.(*answer)
 	resp, rh := a.app, a.header
+	rejected := rh.Type == "ids:RejectionMessage"
 	status := http.StatusOK
-	if rh.Type == "ids:RejectionMessage" {
+	if rejected {
 		eg.m.Rejections.WithLabelValues("egress", rh.RejectionReason).Inc()
-		status = pipeline.StatusOf(resp.Extra, rejectionStatus(rh.RejectionReason))
+		status = rejectionStatus(rh.RejectionReason)
+	}
+	// The peer's sidecar states the HTTP status it means (a backend's
+	// answer, or 502 vs 504 behind TEMPORARILY_NOT_AVAILABLE).
+	status = pipeline.StatusOf(resp.Extra, status)
+	if status == http.StatusServiceUnavailable {
+		e.setRetryAfter(w.Header())
 	}
 	if multipart {
-		var buf strings.Builder
+		// Buffered: the boundary must not occur in the parts, which is
+		// only known once they are written.
+		var buf bytes.Buffer
 		ct, err := idsmsg.WriteMultipart(&buf, &idsmsg.Multipart{Header: []byte(resp.Header), Payload: resp.Payload,
 			PayloadType: headerValue(resp.Extra, "Content-Type")})
 		if err != nil {
 			return 0, &httpError{http.StatusBadGateway, "cannot encode the peer's answer: " + err.Error()}
 		}
 		w.Header().Set("Content-Type", ct)
-		w.WriteHeader(pipeline.StatusOf(resp.Extra, status))
-		io.WriteString(w, buf.String())
+		w.WriteHeader(status)
+		w.Write(buf.Bytes())
 		return status, nil
 	}
-	if rh.Type != "ids:RejectionMessage" {
-		s, err := idsmsg.ApplyResponseHeaders(resp.Extra, w.Header())
-		if err != nil {
+	if !rejected {
+		if _, err := idsmsg.ApplyResponseHeaders(resp.Extra, w.Header()); err != nil {
 			return 0, &httpError{http.StatusBadGateway, "peer answered with malformed HTTP headers: " + err.Error()}
 		}
-		status = s
 	} else if w.Header().Get("Content-Type") == "" {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	}
 	w.WriteHeader(status)
 	w.Write(resp.Payload)
 	return status, nil
+}
+
+// setRetryAfter tells a client refused with 503 when to try again.
+func (e *egressSettings) setRetryAfter(h http.Header) {
+	h.Set("Retry-After", strconv.Itoa(max(1, int(e.retryAfter.Seconds()))))
 }
 
 // rejectionStatus maps a rejection without an explicit status; the issue
